@@ -1,0 +1,84 @@
+"""The change log: an append-only table written in the same transaction as the change it
+describes (the transactional outbox). Webhooks, regional sync and SLA events read from it.
+
+Ordering. `seq` comes from a sequence, so it is unique and increasing in the order rows were
+*written*, which is not always the order transactions *commit*. On PostgreSQL every row also
+records the writing transaction's id (`tx_id`, from `txid_current()`). A reader that must
+never skip a row reads only rows with
+`tx_id < txid_snapshot_xmin(txid_current_snapshot())` (all such transactions have ended),
+in `(tx_id, seq)` order. On SQLite writers are serialised, so `seq` order is commit order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    String,
+    Table,
+    Uuid,
+    func,
+    insert,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import JSON
+
+from app.core.db import BigIntPK, UTCDateTime, metadata
+
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("seq", BigIntPK, primary_key=True, autoincrement=True),
+    Column("tx_id", BigInteger, nullable=True),
+    Column("region", String(10), nullable=False),
+    Column("entity", String(40), nullable=False),
+    Column("entity_id", Uuid, nullable=False),
+    Column("entity_version", Integer, nullable=True),
+    Column("event", String(60), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+)
+Index("ix_change_log_entity", change_log.c.entity, change_log.c.entity_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    entity: str
+    entity_id: uuid.UUID
+    event: str
+    data: dict[str, Any]
+    version: int | None = None
+
+
+async def append(
+    conn: AsyncConnection, *, region: str, occurred_at: datetime, changes: Sequence[Change]
+) -> None:
+    """Append changes inside the caller's transaction (one statement for all of them)."""
+    if not changes:
+        return
+    values: dict[str, Any] = {}
+    if conn.dialect.name == "postgresql":
+        values["tx_id"] = func.txid_current()
+    await conn.execute(
+        insert(change_log).values(**values),
+        [
+            {
+                "region": region,
+                "entity": c.entity,
+                "entity_id": c.entity_id,
+                "entity_version": c.version,
+                "event": c.event,
+                "data": c.data,
+                "occurred_at": occurred_at,
+            }
+            for c in changes
+        ],
+    )

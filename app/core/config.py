@@ -1,0 +1,48 @@
+"""Settings: configuration comes only from `SDMS_*` environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class InstanceRole(StrEnum):
+    standalone = "standalone"
+    regional = "regional"
+    central = "central"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SDMS_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///sdms.db"
+    region: str = Field(default="hq", pattern=r"^[a-z][a-z0-9]{1,9}$")
+    role: InstanceRole = InstanceRole.standalone
+    admin_api_key: SecretStr | None = None
+
+    auto_close_days: int = Field(default=7, ge=1, le=365)
+    embedded_worker: bool = True
+    worker_interval_seconds: float = Field(default=2.0, gt=0, le=60)
+    idempotency_ttl_hours: int = Field(default=48, ge=24)
+
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=20, ge=0, le=200)
+    log_level: str = "INFO"
+    access_log: bool = False
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _lower_region(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

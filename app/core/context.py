@@ -1,0 +1,30 @@
+"""What every service call needs to know besides its input: who, when, and where."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core import changelog
+from app.core.auth import Principal
+from app.core.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    principal: Principal
+    now: datetime
+    settings: Settings
+
+    @property
+    def region(self) -> str:
+        return self.settings.region
+
+    async def log_changes(self, conn: AsyncConnection, *changes: changelog.Change) -> None:
+        await changelog.append(conn, region=self.region, occurred_at=self.now, changes=changes)
+
+    async def log_all(self, conn: AsyncConnection, changes: Sequence[changelog.Change]) -> None:
+        await changelog.append(conn, region=self.region, occurred_at=self.now, changes=changes)

@@ -1,0 +1,53 @@
+"""Operations endpoints at the root: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.responses import JSONResponse, Response
+
+from app.core.deps import DbDep
+from app.core.migrate import current_revision, head_revision
+from app.core.observability import metrics_text
+
+router = APIRouter(tags=["operations"])
+log = logging.getLogger("sdms.health")
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready"}})
+async def readyz(db: DbDep) -> Response:
+    """The database answers and its schema is at the latest migration."""
+    head = head_revision()
+    try:
+        async with db.read() as conn:
+            await conn.execute(text("SELECT 1"))
+            current = await current_revision(conn)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("not ready: %s", exc)
+        return JSONResponse(
+            {"status": "unavailable", "detail": "database unreachable or not migrated"}, 503
+        )
+    if current != head:
+        return JSONResponse(
+            {"status": "unavailable", "detail": f"migrations at {current}, expected {head}"}, 503
+        )
+    return JSONResponse({"status": "ok", "database": db.dialect, "migration": current})
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request, db: DbDep) -> Response:
+    """Prometheus text format: requests and latencies by route, and the domain gauges that
+    the app registered (`app.state.domain_metrics`), read from the database at scrape time."""
+    body, content_type = metrics_text()
+    for collect in request.app.state.domain_metrics:
+        body += await collect(db)
+    return Response(body, media_type=content_type)

@@ -1,0 +1,131 @@
+"""Request ids, access logging and Prometheus metrics, in one pure-ASGI middleware."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.errors import problem_response
+
+log = logging.getLogger("sdms.access")
+error_log = logging.getLogger("sdms.errors")
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+REQUESTS = Counter(
+    "sdms_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "sdms_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+
+def metrics_text() -> tuple[bytes, str]:
+    """The process's metrics, or every worker's when running under several processes."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (echoing a sane client one), times it, counts it, and turns an
+    unexpected exception into a logged 500 problem that still carries the request id."""
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = False) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = b""
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                request_id = value
+                break
+        if not _VALID_REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex.encode()
+        scope["sdms.request_id"] = request_id.decode()
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            error_log.error(
+                "unexpected error on %s %s (request %s)",
+                scope["method"],
+                scope["path"],
+                scope["sdms.request_id"],
+                exc_info=exc,
+            )
+            if response_started:
+                raise
+            response = problem_response(
+                500,
+                "An unexpected error occurred; quote request id "
+                f"{scope['sdms.request_id']} when reporting it.",
+            )
+            await response(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            method = scope["method"]
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(elapsed)
+            if self.access_log:
+                log.info(
+                    "%s %s %s %.1fms id=%s",
+                    method,
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                    scope["sdms.request_id"],
+                )
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def request_id_of(scope: dict[str, Any]) -> str:
+    return str(scope.get("sdms.request_id", "-"))

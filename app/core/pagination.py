@@ -1,0 +1,146 @@
+"""Keyset pagination: an opaque cursor holding the last row's sort key and id.
+
+Paging by (sort key, id) instead of offsets keeps pages correct while rows are inserted: a new
+row sorts before or after the cursor but never shifts rows across a page boundary.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Query
+from sqlalchemy import ColumnElement, Select, tuple_
+
+from app.core.errors import Unprocessable
+
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """A sortable column and how its values travel inside a cursor."""
+
+    name: str
+    column: ColumnElement[Any]
+    parse: Callable[[Any], Any]
+
+
+def _parse_datetime(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError("not a timestamp")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("naive timestamp")
+    return parsed
+
+
+def _parse_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("not an integer")
+    return value
+
+
+def timestamp_key(name: str, column: ColumnElement[Any]) -> SortKey:
+    return SortKey(name, column, _parse_datetime)
+
+
+def integer_key(name: str, column: ColumnElement[Any]) -> SortKey:
+    return SortKey(name, column, _parse_int)
+
+
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    limit: int
+    cursor: str | None
+    sort: str | None
+
+
+def page_params(
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1-200.")
+    ] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+    ] = None,
+    sort: Annotated[
+        str | None,
+        Query(max_length=32, description="Sort key, `-` prefix for descending."),
+    ] = None,
+) -> PageParams:
+    return PageParams(limit=limit, cursor=cursor, sort=sort)
+
+
+@dataclass(frozen=True, slots=True)
+class Keyset:
+    """The order of one list request: a sort key, its direction, and the id tie-breaker."""
+
+    token: str
+    key: SortKey
+    id_column: ColumnElement[Any]
+    descending: bool
+
+    @classmethod
+    def choose(
+        cls,
+        sort: str | None,
+        keys: Mapping[str, SortKey],
+        id_column: ColumnElement[Any],
+        default: str,
+    ) -> Keyset:
+        token = sort or default
+        name = token.removeprefix("-")
+        if name not in keys:
+            allowed = ", ".join(sorted({*keys, *(f"-{k}" for k in keys)}))
+            raise Unprocessable.field(("query", "sort"), f"sort must be one of: {allowed}")
+        return cls(token, keys[name], id_column, token.startswith("-"))
+
+    def apply(self, stmt: Select[Any], params: PageParams) -> Select[Any]:
+        column, ident = self.key.column, self.id_column
+        if params.cursor is not None:
+            value, last_id = self._decode(params.cursor)
+            position = tuple_(column, ident)
+            bound = tuple_(value, last_id)
+            stmt = stmt.where(position < bound if self.descending else position > bound)
+        order = (column.desc(), ident.desc()) if self.descending else (column.asc(), ident.asc())
+        return stmt.order_by(*order).limit(params.limit + 1)
+
+    def page(self, rows: Sequence[Any], params: PageParams) -> tuple[Sequence[Any], str | None]:
+        """Cut the limit+1 rows to a page; the extra row only says that another page exists.
+        Rows must carry the sort key and `id` as attributes."""
+        if len(rows) <= params.limit:
+            return rows, None
+        rows = rows[: params.limit]
+        last = rows[-1]
+        return rows, self._encode(getattr(last, self.key.name), last.id)
+
+    def _encode(self, value: Any, last_id: uuid.UUID) -> str:
+        payload = orjson.dumps([self.token, value, str(last_id)])
+        body = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+        return f"{body}.{_check(payload)}"
+
+    def _decode(self, cursor: str) -> tuple[Any, uuid.UUID]:
+        try:
+            body, check = cursor.split(".", 1)
+            payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            if check != _check(payload):
+                raise ValueError("checksum")
+            token, value, last_id = orjson.loads(payload)
+            if token != self.token:
+                raise ValueError("cursor of another sort order")
+            return self.key.parse(value), uuid.UUID(last_id)
+        except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            raise Unprocessable.field(
+                ("query", "cursor"), "cursor is not a cursor of this list and sort order"
+            ) from exc
+
+
+def _check(payload: bytes) -> str:
+    return hashlib.blake2b(payload, digest_size=6, key=b"sdms-cursor").hexdigest()

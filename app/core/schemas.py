@@ -1,0 +1,77 @@
+"""Base shapes for request and response bodies, and the constrained types they share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+
+def check_text(value: str) -> str:
+    """Reject what no database column can hold: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid UTF-8 text") from exc
+    return value
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+# Instants: input must carry an offset (RFC 3339); stored in UTC, answered with a `Z` (pydantic
+# writes UTC as `Z`, and every instant read from the database is UTC).
+Instant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+LongText = Annotated[str, StringConstraints(max_length=20_000)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+Code = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32, pattern=r"^\S+$")
+]
+Email = Annotated[EmailStr, StringConstraints(max_length=254)]
+
+
+class InputModel(BaseModel):
+    """Every request body: unknown fields are a 422, every string is storable text."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=20_000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return check_text(value)
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    check_text(item)
+        return value
+
+
+class OutputModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(
+        default=None, description="Opaque cursor of the next page; null on the last page."
+    )

@@ -1,0 +1,299 @@
+"""HTTP face of identity and tenancy (section 2 of the contract)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from app.core.auth import Role
+from app.core.context import Context
+from app.core.deps import Admin, CurrentPrincipal, Manager, ReadConn, Staff, Write
+from app.core.pagination import PageParams, page_params
+from app.core.responses import Reply, json_response
+from app.core.schemas import Page
+from app.identity import service
+from app.identity.models import contacts
+from app.identity.schemas import (
+    ApiKeyCreated,
+    ApiKeyRead,
+    ContactCreate,
+    ContactPatch,
+    ContactRead,
+    GroupCreate,
+    GroupPatch,
+    GroupRead,
+    Me,
+    OrganizationCreate,
+    OrganizationPatch,
+    OrganizationRead,
+    ServiceCreate,
+    ServicePatch,
+    ServiceRead,
+    UserCreate,
+    UserCreated,
+    UserPatch,
+    UserRead,
+)
+
+router = APIRouter()
+PageDep = Annotated[PageParams, Depends(page_params)]
+IdList = Annotated[list[uuid.UUID], Query(max_length=50)]
+
+
+# --- me -------------------------------------------------------------------------------------
+
+
+@router.get("/me", response_model=Me, tags=["identity"])
+async def get_me(conn: ReadConn, principal: CurrentPrincipal) -> Response:
+    return json_response(await service.me(conn, principal=principal))
+
+
+# --- organizations --------------------------------------------------------------------------
+
+
+@router.post(
+    "/organizations", status_code=201, response_model=OrganizationRead, tags=["organizations"]
+)
+async def create_organization(body: OrganizationCreate, write: Write, _: Admin) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.create_organization(conn, ctx=ctx, data=body)
+        return Reply(OrganizationRead.model_validate(row), 201, row.version)
+
+    return await write.run(action)
+
+
+@router.get("/organizations", response_model=Page[OrganizationRead], tags=["organizations"])
+async def list_organizations(
+    conn: ReadConn, principal: CurrentPrincipal, params: PageDep
+) -> Response:
+    rows, cursor = await service.list_organizations(conn, principal=principal, params=params)
+    items = [OrganizationRead.model_validate(r) for r in rows]
+    return json_response(Page[OrganizationRead](items=items, next_cursor=cursor))
+
+
+@router.get(
+    "/organizations/{organization_id}", response_model=OrganizationRead, tags=["organizations"]
+)
+async def get_organization(
+    organization_id: uuid.UUID, conn: ReadConn, principal: CurrentPrincipal
+) -> Response:
+    row = await service.get_organization(conn, principal=principal, organization_id=organization_id)
+    return json_response(OrganizationRead.model_validate(row), version=row.version)
+
+
+@router.patch(
+    "/organizations/{organization_id}", response_model=OrganizationRead, tags=["organizations"]
+)
+async def update_organization(
+    organization_id: uuid.UUID, body: OrganizationPatch, write: Write, _: Admin
+) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.update_organization(
+            conn, ctx=ctx, organization_id=organization_id, data=body, if_match=write.if_match
+        )
+        return Reply(OrganizationRead.model_validate(row), 200, row.version)
+
+    return await write.run(action)
+
+
+# --- users and API keys ---------------------------------------------------------------------
+
+
+@router.post("/users", status_code=201, response_model=UserCreated, tags=["users"])
+async def create_user(body: UserCreate, write: Write, _: Admin) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        user = await service.create_user(conn, ctx=ctx, data=body)
+        return Reply(user, 201, user.version)
+
+    return await write.run(action)
+
+
+@router.get("/users", response_model=Page[UserRead], tags=["users"])
+async def list_users(
+    conn: ReadConn,
+    principal: CurrentPrincipal,
+    params: PageDep,
+    role: Annotated[list[Role], Query(max_length=5)] = [],  # noqa: B006 (FastAPI query list)
+    organization_id: IdList = [],  # noqa: B006
+    group_id: IdList = [],  # noqa: B006
+) -> Response:
+    items, cursor = await service.list_users(
+        conn,
+        principal=principal,
+        params=params,
+        role=role,
+        organization_id=organization_id,
+        group_id=group_id,
+    )
+    return json_response(Page[UserRead](items=items, next_cursor=cursor))
+
+
+@router.get("/users/{user_id}", response_model=UserRead, tags=["users"])
+async def get_user(user_id: uuid.UUID, conn: ReadConn, principal: CurrentPrincipal) -> Response:
+    user = await service.get_user(conn, principal=principal, user_id=user_id)
+    return json_response(user, version=user.version)
+
+
+@router.patch("/users/{user_id}", response_model=UserRead, tags=["users"])
+async def update_user(user_id: uuid.UUID, body: UserPatch, write: Write, _: Admin) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        user = await service.update_user(
+            conn, ctx=ctx, user_id=user_id, data=body, if_match=write.if_match
+        )
+        return Reply(user, 200, user.version)
+
+    return await write.run(action)
+
+
+@router.post(
+    "/users/{user_id}/api-keys", status_code=201, response_model=ApiKeyCreated, tags=["users"]
+)
+async def create_api_key(user_id: uuid.UUID, write: Write) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        return Reply(await service.create_api_key(conn, ctx=ctx, user_id=user_id), 201)
+
+    return await write.run(action)
+
+
+@router.get("/users/{user_id}/api-keys", response_model=list[ApiKeyRead], tags=["users"])
+async def list_api_keys(
+    user_id: uuid.UUID, conn: ReadConn, principal: CurrentPrincipal
+) -> list[ApiKeyRead]:
+    return await service.list_api_keys(conn, principal=principal, user_id=user_id)
+
+
+@router.delete("/users/{user_id}/api-keys/{key_id}", response_model=ApiKeyRead, tags=["users"])
+async def revoke_api_key(user_id: uuid.UUID, key_id: uuid.UUID, write: Write) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        return Reply(await service.revoke_api_key(conn, ctx=ctx, user_id=user_id, key_id=key_id))
+
+    return await write.run(action)
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+
+@router.post("/groups", status_code=201, response_model=GroupRead, tags=["groups"])
+async def create_group(body: GroupCreate, write: Write, _: Admin) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.create_group(conn, ctx=ctx, data=body)
+        return Reply(GroupRead.model_validate(row), 201, row.version)
+
+    return await write.run(action)
+
+
+@router.get("/groups", response_model=Page[GroupRead], tags=["groups"])
+async def list_groups(conn: ReadConn, _: Staff, params: PageDep) -> Response:
+    rows, cursor = await service.group_store.page(conn, params)
+    items = [GroupRead.model_validate(r) for r in rows]
+    return json_response(Page[GroupRead](items=items, next_cursor=cursor))
+
+
+@router.get("/groups/{group_id}", response_model=GroupRead, tags=["groups"])
+async def get_group(group_id: uuid.UUID, conn: ReadConn, _: Staff) -> Response:
+    row = await service.group_store.get(conn, group_id)
+    return json_response(GroupRead.model_validate(row), version=row.version)
+
+
+@router.patch("/groups/{group_id}", response_model=GroupRead, tags=["groups"])
+async def update_group(group_id: uuid.UUID, body: GroupPatch, write: Write, _: Admin) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.update_group(
+            conn, ctx=ctx, group_id=group_id, data=body, if_match=write.if_match
+        )
+        return Reply(GroupRead.model_validate(row), 200, row.version)
+
+    return await write.run(action)
+
+
+# --- contacts -------------------------------------------------------------------------------
+
+
+@router.post("/contacts", status_code=201, response_model=ContactRead, tags=["contacts"])
+async def create_contact(body: ContactCreate, write: Write, _: Manager) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.create_contact(conn, ctx=ctx, data=body)
+        return Reply(ContactRead.model_validate(row), 201, row.version)
+
+    return await write.run(action)
+
+
+@router.get("/contacts", response_model=Page[ContactRead], tags=["contacts"])
+async def list_contacts(
+    conn: ReadConn,
+    principal: CurrentPrincipal,
+    params: PageDep,
+    organization_id: IdList = [],  # noqa: B006
+    email: Annotated[str | None, Query(max_length=254)] = None,
+) -> Response:
+    conditions = service.contact_scope(principal)
+    if organization_id:
+        conditions.append(contacts.c.organization_id.in_(organization_id))
+    if email is not None:
+        conditions.append(contacts.c.email == email.lower())
+    rows, cursor = await service.contact_store.page(conn, params, *conditions)
+    items = [ContactRead.model_validate(r) for r in rows]
+    return json_response(Page[ContactRead](items=items, next_cursor=cursor))
+
+
+@router.get("/contacts/{contact_id}", response_model=ContactRead, tags=["contacts"])
+async def get_contact(
+    contact_id: uuid.UUID, conn: ReadConn, principal: CurrentPrincipal
+) -> Response:
+    row = await service.contact_store.get(conn, contact_id, *service.contact_scope(principal))
+    return json_response(ContactRead.model_validate(row), version=row.version)
+
+
+@router.patch("/contacts/{contact_id}", response_model=ContactRead, tags=["contacts"])
+async def update_contact(
+    contact_id: uuid.UUID, body: ContactPatch, write: Write, _: Manager
+) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.update_contact(
+            conn, ctx=ctx, contact_id=contact_id, data=body, if_match=write.if_match
+        )
+        return Reply(ContactRead.model_validate(row), 200, row.version)
+
+    return await write.run(action)
+
+
+# --- services -------------------------------------------------------------------------------
+
+
+@router.post("/services", status_code=201, response_model=ServiceRead, tags=["services"])
+async def create_service(body: ServiceCreate, write: Write, _: Admin) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.create_service(conn, ctx=ctx, data=body)
+        return Reply(ServiceRead.model_validate(row), 201, row.version)
+
+    return await write.run(action)
+
+
+@router.get("/services", response_model=Page[ServiceRead], tags=["services"])
+async def list_services(conn: ReadConn, _: CurrentPrincipal, params: PageDep) -> Response:
+    rows, cursor = await service.service_store.page(conn, params)
+    items = [ServiceRead.model_validate(r) for r in rows]
+    return json_response(Page[ServiceRead](items=items, next_cursor=cursor))
+
+
+@router.get("/services/{service_id}", response_model=ServiceRead, tags=["services"])
+async def get_service(service_id: uuid.UUID, conn: ReadConn, _: CurrentPrincipal) -> Response:
+    row = await service.service_store.get(conn, service_id)
+    return json_response(ServiceRead.model_validate(row), version=row.version)
+
+
+@router.patch("/services/{service_id}", response_model=ServiceRead, tags=["services"])
+async def update_service(
+    service_id: uuid.UUID, body: ServicePatch, write: Write, _: Admin
+) -> Response:
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.update_service(
+            conn, ctx=ctx, service_id=service_id, data=body, if_match=write.if_match
+        )
+        return Reply(ServiceRead.model_validate(row), 200, row.version)
+
+    return await write.run(action)

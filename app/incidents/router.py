@@ -1,0 +1,213 @@
+"""HTTP face of incident management (section 3 of the contract)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import AwareDatetime, Field
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from app.core.context import Context
+from app.core.deps import CurrentPrincipal, ReadConn, Write
+from app.core.pagination import PageParams, page_params
+from app.core.responses import Reply, json_response
+from app.core.schemas import Page
+from app.incidents import service
+from app.incidents.lifecycle import Channel, RequestType, State
+from app.incidents.schemas import (
+    CommentCreate,
+    ConfirmBody,
+    EscalationCreate,
+    EscalationRead,
+    IncidentCreate,
+    IncidentPatch,
+    IncidentRead,
+    RejectBody,
+    TransitionBody,
+)
+from app.itil.journal import JournalEntryRead, list_entries
+
+router = APIRouter(prefix="/incidents", tags=["incidents"])
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+IncidentRef = Annotated[
+    str,
+    Path(min_length=1, max_length=64, description="The incident's id or number (INC-MSK-0000042)."),
+]
+IdList = Annotated[list[uuid.UUID], Query(max_length=50)]
+PriorityValue = Annotated[int, Field(ge=1, le=5)]
+Region = Annotated[str, Field(max_length=10)]
+
+
+def incident_filters(
+    state: Annotated[list[State], Query(max_length=6)] = [],  # noqa: B006 (query lists)
+    priority: Annotated[list[PriorityValue], Query(max_length=5)] = [],  # noqa: B006
+    organization_id: IdList = [],  # noqa: B006
+    assignee_id: IdList = [],  # noqa: B006
+    group_id: IdList = [],  # noqa: B006
+    service_id: IdList = [],  # noqa: B006
+    region: Annotated[list[Region], Query(max_length=20)] = [],  # noqa: B006
+    request_type: Annotated[list[RequestType], Query(max_length=4)] = [],  # noqa: B006
+    channel: Annotated[list[Channel], Query(max_length=6)] = [],  # noqa: B006
+    major: bool | None = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> service.IncidentFilters:
+    if q is not None and "\x00" in q:
+        q = q.replace("\x00", "")
+    return service.IncidentFilters(
+        state=state,
+        priority=priority,
+        organization_id=organization_id,
+        assignee_id=assignee_id,
+        group_id=group_id,
+        service_id=service_id,
+        region=region,
+        request_type=[r.value for r in request_type],
+        channel=[c.value for c in channel],
+        major=major,
+        created_after=created_after,
+        created_before=created_before,
+        q=q or None,
+    )
+
+
+FiltersDep = Annotated[service.IncidentFilters, Depends(incident_filters)]
+
+
+def _reply(row: Row[Any], ctx: Context, status: int = 200) -> Reply:
+    return Reply(service.view(row, ctx.principal), status, row.version)
+
+
+@router.post("", status_code=201, response_model=IncidentRead)
+async def create_incident(body: IncidentCreate, write: Write) -> Response:
+    """Open an incident (state `new`). A customer's incident belongs to its organization."""
+
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        return _reply(await service.create_incident(conn, ctx=ctx, data=body), ctx, 201)
+
+    return await write.run(action)
+
+
+@router.get("", response_model=Page[IncidentRead])
+async def list_incidents(
+    conn: ReadConn, principal: CurrentPrincipal, params: PageDep, filters: FiltersDep
+) -> Response:
+    rows, cursor = await service.list_incidents(
+        conn, principal=principal, filters=filters, params=params
+    )
+    return json_response(service.page_view(rows, principal, cursor))
+
+
+@router.get("/{incident_id}", response_model=IncidentRead)
+async def get_incident(
+    incident_id: IncidentRef, conn: ReadConn, principal: CurrentPrincipal
+) -> Response:
+    row = await service.get_incident(conn, principal=principal, ref=incident_id)
+    return json_response(service.view(row, principal), version=row.version)
+
+
+@router.patch("/{incident_id}", response_model=IncidentRead)
+async def update_incident(incident_id: IncidentRef, body: IncidentPatch, write: Write) -> Response:
+    """Change any field but `state` and the derived ones. Impact or urgency re-derive the
+    priority. Send `If-Match` with the ETag to refuse a stale write (412)."""
+
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.update_incident(
+            conn, ctx=ctx, ref=incident_id, data=body, if_match=write.if_match
+        )
+        return _reply(row, ctx)
+
+    return await write.run(action)
+
+
+@router.post("/{incident_id}/transitions", response_model=IncidentRead)
+async def transition_incident(
+    incident_id: IncidentRef, body: TransitionBody, write: Write
+) -> Response:
+    """Move the incident to another state (staff). Refused moves answer 409 with the allowed
+    targets; a missing required field answers 422."""
+
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.transition(
+            conn, ctx=ctx, ref=incident_id, body=body, if_match=write.if_match
+        )
+        return _reply(row, ctx)
+
+    return await write.run(action)
+
+
+@router.post("/{incident_id}/confirm", response_model=IncidentRead)
+async def confirm_resolution(
+    incident_id: IncidentRef, write: Write, body: ConfirmBody | None = None
+) -> Response:
+    """The customer confirms the resolution: the incident is closed."""
+
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        comment = body.comment if body is not None else None
+        return _reply(await service.confirm(conn, ctx=ctx, ref=incident_id, comment=comment), ctx)
+
+    return await write.run(action)
+
+
+@router.post("/{incident_id}/reject", response_model=IncidentRead)
+async def reject_resolution(incident_id: IncidentRef, body: RejectBody, write: Write) -> Response:
+    """The customer rejects the resolution: the incident is reopened (in_progress)."""
+
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        row = await service.reject(conn, ctx=ctx, ref=incident_id, reason=body.reason)
+        return _reply(row, ctx)
+
+    return await write.run(action)
+
+
+@router.post("/{incident_id}/comments", status_code=201, response_model=JournalEntryRead)
+async def add_comment(incident_id: IncidentRef, body: CommentCreate, write: Write) -> Response:
+    """Comment on the incident. Customers write public comments; staff default to internal
+    work notes. A customer's reply to an incident awaiting it moves it back to in_progress."""
+
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        _row, entry = await service.add_comment(conn, ctx=ctx, ref=incident_id, data=body)
+        return Reply(JournalEntryRead.model_validate(entry), 201)
+
+    return await write.run(action)
+
+
+@router.get("/{incident_id}/journal", response_model=Page[JournalEntryRead])
+async def list_journal(
+    incident_id: IncidentRef, conn: ReadConn, principal: CurrentPrincipal, params: PageDep
+) -> Response:
+    """Comments and field changes, oldest first. Customers see public comments and state
+    changes only."""
+    incident = await service.get_incident(conn, principal=principal, ref=incident_id)
+    rows, cursor = await list_entries(
+        conn, record_id=incident.id, params=params, customer_view=principal.is_customer
+    )
+    items = [JournalEntryRead.model_validate(r) for r in rows]
+    return json_response(Page[JournalEntryRead](items=items, next_cursor=cursor))
+
+
+@router.post("/{incident_id}/escalations", status_code=201, response_model=EscalationRead)
+async def escalate_incident(
+    incident_id: IncidentRef, body: EscalationCreate, write: Write
+) -> Response:
+    """Raise the escalation level by one (1: support manager, 2: customer service manager or
+    the organization's account manager). Anyone who can see the incident may escalate it."""
+
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        _row, escalation = await service.escalate(conn, ctx=ctx, ref=incident_id, data=body)
+        return Reply(escalation, 201)
+
+    return await write.run(action)
+
+
+@router.get("/{incident_id}/escalations", response_model=list[EscalationRead])
+async def list_escalations(
+    incident_id: IncidentRef, conn: ReadConn, principal: CurrentPrincipal
+) -> list[EscalationRead]:
+    return await service.list_escalations(conn, principal=principal, ref=incident_id)

@@ -1,0 +1,58 @@
+"""Human record numbers: `INC-MSK-0000042` — type prefix, region, sequence.
+
+PostgreSQL draws the sequence from a native sequence (no lock held until commit, so concurrent
+creates do not queue; a rolled-back number is skipped, never reused). SQLite has no sequences;
+its writers are serialised anyway, so a counter row does the same job.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import Column, Integer, Sequence, String, Table, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core.db import metadata
+
+RECORD_PREFIXES = ("INC", "PRB", "CHG", "REL")
+
+record_counters = Table(
+    "record_counters",
+    metadata,
+    Column("prefix", String(8), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+sequences = {
+    prefix: Sequence(f"{prefix.lower()}_number_seq", metadata=metadata)
+    for prefix in RECORD_PREFIXES
+}
+
+NUMBER_PATTERN = re.compile(r"^(INC|PRB|CHG|REL)-([A-Z0-9]{2,10})-(\d{7,})$")
+
+
+def format_number(prefix: str, region: str, value: int) -> str:
+    return f"{prefix}-{region.upper()}-{value:07d}"
+
+
+def looks_like_number(value: str, prefix: str) -> bool:
+    match = NUMBER_PATTERN.match(value.upper())
+    return match is not None and match.group(1) == prefix
+
+
+async def next_number(conn: AsyncConnection, prefix: str, region: str) -> str:
+    if conn.dialect.name == "postgresql":
+        value = (await conn.execute(select(sequences[prefix].next_value()))).scalar_one()
+    else:
+        bump = (
+            sqlite.insert(record_counters)
+            .values(prefix=prefix, value=1)
+            .on_conflict_do_update(
+                index_elements=[record_counters.c.prefix],
+                set_={"value": record_counters.c.value + 1},
+            )
+            .returning(record_counters.c.value)
+        )
+        value = (await conn.execute(bump)).scalar_one()
+    return format_number(prefix, region, int(value))

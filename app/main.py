@@ -1,0 +1,110 @@
+"""The application factory: `create_app()` wires settings, database, clock, routers, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+
+from app.core import errors, idempotency
+from app.core.clock import Clock, SystemClock
+from app.core.config import Settings, get_settings
+from app.core.db import Database, create_engine
+from app.core.health import router as health_router
+from app.core.jobs import Job, run_forever
+from app.core.observability import RequestContextMiddleware, configure_logging
+from app.identity.router import router as identity_router
+from app.incidents import jobs as incident_jobs
+from app.incidents.router import router as incidents_router
+from app.metrics import incident_gauges
+from app.slm.router import router as slm_router
+
+API_PREFIX = "/api/v1"
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def background_jobs() -> list[Job]:
+    return [
+        Job("incidents.auto_close", incident_jobs.auto_close),
+        Job("incidents.eta_exceeded", incident_jobs.eta_exceeded),
+        Job("idempotency.purge", idempotency.purge_job),
+    ]
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    database: Database | None = None,
+    jobs: Sequence[Job] | None = None,
+) -> FastAPI:
+    """Build the app. Tests pass their own clock and database; `sdms serve` passes nothing."""
+    settings = settings or get_settings()
+    clock = clock or SystemClock()
+    jobs = background_jobs() if jobs is None else jobs
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = database or Database(
+            create_engine(
+                settings.database_url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+            )
+        )
+        app.state.db = db
+        stop = asyncio.Event()
+        worker = None
+        if settings.embedded_worker and jobs:
+            worker = asyncio.create_task(run_forever(jobs, db, settings, clock, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+            if database is None:
+                await db.dispose()
+
+    app = FastAPI(
+        title="SDMS - Service Desk Management System",
+        version="1.0.0",
+        description="ITIL service management: incidents, problems, changes, releases and "
+        "service levels, over one REST API.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        max_body_size=MAX_BODY_BYTES,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    app.state.domain_metrics = [incident_gauges]
+    if database is not None:
+        app.state.db = database
+
+    errors.install_handlers(app)
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(identity_router)
+    api.include_router(incidents_router)
+    api.include_router(slm_router)
+    app.include_router(api)
+    app.include_router(health_router)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for uvicorn workers (`app.main:app_factory`, factory=True)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,33 @@
+"""Domain gauges for `/metrics`, computed from the database at scrape time (so every worker
+process answers the same numbers)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from app.core.changelog import change_log
+from app.core.db import Database
+from app.incidents.models import incidents
+
+
+def _gauge(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> bytes:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    for labels, value in samples:
+        rendered = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        lines.append(f"{name}{{{rendered}}} {value}" if rendered else f"{name} {value}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def incident_gauges(db: Database) -> bytes:
+    async with db.read() as conn:
+        by_state = (
+            await conn.execute(select(incidents.c.state, func.count()).group_by(incidents.c.state))
+        ).all()
+        last_seq = (await conn.execute(select(func.max(change_log.c.seq)))).scalar()
+    return _gauge(
+        "sdms_incidents", "Incidents by state", [({"state": s}, n) for s, n in by_state]
+    ) + _gauge(
+        "sdms_change_log_last_seq",
+        "Sequence of the newest change-log row",
+        [({}, float(last_seq or 0))],
+    )

@@ -1,0 +1,145 @@
+"""Test fixtures: every API test runs on SQLite and on a real PostgreSQL started here.
+
+Isolation: SQLite tests get a fresh copy of a migrated template file; PostgreSQL tests share one
+migrated database that is truncated (identities and sequences restarted) before each test.
+Schemas come from the alembic history itself, so every test also exercises the migrations.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import text
+
+from app.core.clock import ManualClock
+from app.core.config import Settings
+from app.core.db import Database, create_engine
+from app.core.migrate import upgrade
+from app.main import create_app
+from app.models import metadata
+from tests.factories import Api, World, build_world
+from tests.pg import PostgresServer, find_bin_dir
+
+ADMIN_KEY = "sdms_test_bootstrap_admin_key"
+# A Monday morning, so business-hours tests start inside office hours.
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _postgres_required() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer | None]:
+    if find_bin_dir() is None:
+        if _postgres_required():
+            pytest.fail("CI=true but no PostgreSQL server binaries were found")
+        yield None
+        return
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server: PostgresServer | None) -> str | None:
+    if pg_server is None:
+        return None
+    url = pg_server.create_database("sdms_test")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="sdms-sqlite-"))
+    template = directory / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{template}")
+    yield template
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+TRUNCATE = ", ".join(
+    table.name for table in metadata.sorted_tables if table.name != "alembic_version"
+)
+
+
+@pytest.fixture(params=BACKENDS)
+async def database(
+    request: pytest.FixtureRequest,
+    sqlite_template: Path,
+    pg_url: str | None,
+    tmp_path: Path,
+) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        path = tmp_path / "sdms.db"
+        shutil.copyfile(sqlite_template, path)
+        db = Database(create_engine(f"sqlite+aiosqlite:///{path}"))
+    else:
+        if pg_url is None:
+            pytest.skip("PostgreSQL server binaries not installed")
+        db = Database(create_engine(pg_url, pool_size=20, max_overflow=20))
+        async with db.transaction() as conn:
+            await conn.execute(text(f"TRUNCATE {TRUNCATE} RESTART IDENTITY CASCADE"))
+            for prefix in ("inc", "prb", "chg", "rel"):
+                await conn.execute(text(f"ALTER SEQUENCE {prefix}_number_seq RESTART WITH 1"))
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def backend(database: Database) -> str:
+    return database.dialect
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def settings(database: Database) -> Settings:
+    return Settings(
+        database_url=str(database.engine.url),
+        region="msk",
+        admin_api_key=ADMIN_KEY,
+        embedded_worker=False,
+    )
+
+
+@pytest.fixture
+async def client(
+    database: Database, settings: Settings, clock: ManualClock
+) -> AsyncIterator[AsyncClient]:
+    app = create_app(settings, clock=clock, database=database, jobs=[])
+    transport = ASGITransport(app=app)
+    async with AsyncClient(transport=transport, base_url="http://sdms.test") as http:
+        yield http
+
+
+@pytest.fixture
+def api(client: AsyncClient) -> Api:
+    return Api(client)
+
+
+@pytest.fixture
+def admin(api: Api) -> Api:
+    return api.as_key(ADMIN_KEY)
+
+
+@pytest.fixture
+async def world(admin: Api) -> World:
+    return await build_world(admin)
