@@ -84,10 +84,18 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _json_loads(value: Any) -> Any:
+    # SQLite gives a column declared JSON numeric affinity: a stored scalar number comes back
+    # already decoded.
+    if isinstance(value, int | float):
+        return value
+    return orjson.loads(value)
+
+
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(
-            url, json_serializer=_json_dumps, json_deserializer=orjson.loads
+            url, json_serializer=_json_dumps, json_deserializer=_json_loads
         )
         _configure_sqlite(engine)
         return engine
@@ -97,7 +105,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
         max_overflow=max_overflow,
         pool_pre_ping=False,
         json_serializer=_json_dumps,
-        json_deserializer=orjson.loads,
+        json_deserializer=_json_loads,
     )
 
 

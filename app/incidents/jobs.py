@@ -14,7 +14,7 @@ from app.core.db import Database
 from app.incidents import lifecycle
 from app.incidents.lifecycle import IncidentFacts, State, TransitionRequest, Via
 from app.incidents.models import incidents
-from app.incidents.service import _apply_plan, admin_view
+from app.incidents.service import admin_view, apply_plan
 
 BATCH = 100
 
@@ -45,7 +45,7 @@ async def auto_close(db: Database, settings: Settings, now: datetime) -> int:
                 actor_id=None,
                 now=now,
             )
-            await _apply_plan(conn, ctx, row, plan)
+            await apply_plan(conn, ctx, row, plan)
     return len(rows)
 
 

@@ -317,10 +317,10 @@ async def transition(
     )
     if "assignee_id" in plan.changes and plan.changes["assignee_id"] != current.assignee_id:
         await ensure_staff_user(conn, plan.changes["assignee_id"], "assignee_id")
-    return await _apply_plan(conn, ctx, current, plan)
+    return await apply_plan(conn, ctx, current, plan)
 
 
-async def _apply_plan(
+async def apply_plan(
     conn: AsyncConnection, ctx: Context, current: Row[Any], plan: Plan
 ) -> Row[Any]:
     author = ctx.principal.author_id
@@ -353,7 +353,7 @@ async def _customer_move(
     plan = lifecycle.plan_transition(
         IncidentFacts.of(current), request, via=via, actor_id=None, now=ctx.now
     )
-    return await _apply_plan(conn, ctx, current, plan)
+    return await apply_plan(conn, ctx, current, plan)
 
 
 async def confirm(
