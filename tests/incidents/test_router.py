@@ -240,7 +240,13 @@ async def test_list_filters(world: World, clock: ManualClock) -> None:
 
 async def test_patch_refuses_state_and_derived_fields(world: World) -> None:
     incident = await world.incident()
-    for body in ({"state": "closed"}, {"priority": 1}, {"sla": []}, {"escalation_level": 2}):
+    bodies: list[dict[str, Any]] = [
+        {"state": "closed"},
+        {"priority": 1},
+        {"sla": []},
+        {"escalation_level": 2},
+    ]
+    for body in bodies:
         response = await world.agent.patch(f"/incidents/{incident['id']}", json=body)
         assert response.status_code == 422, body
     assert (
