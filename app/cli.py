@@ -90,6 +90,8 @@ def create_api_key(
     """Create an account with a new API key and print the key (shown once)."""
     import uuid
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     from app.core.auth import SYSTEM
     from app.core.clock import SystemClock
     from app.core.context import Context
@@ -98,6 +100,11 @@ def create_api_key(
     from app.identity.service import create_service_account
 
     settings = get_settings()
+    try:
+        organization = uuid.UUID(organization_id) if organization_id else None
+    except ValueError as exc:
+        typer.echo(f"error: --organization-id {organization_id!r} is not a UUID", err=True)
+        raise typer.Exit(2) from exc
 
     async def main() -> str:
         db = Database(create_engine(settings.database_url, pool_size=1, max_overflow=0))
@@ -109,7 +116,7 @@ def create_api_key(
                     ctx=ctx,
                     name=name,
                     role=role,
-                    organization_id=uuid.UUID(organization_id) if organization_id else None,
+                    organization_id=organization,
                 )
             return key.api_key
         finally:
@@ -119,6 +126,13 @@ def create_api_key(
         typer.echo(asyncio.run(main()))
     except AppError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    except (SQLAlchemyError, OSError) as exc:
+        typer.echo(
+            "error: the database is unreachable or not migrated (run `sdms migrate`): "
+            f"{type(exc).__name__}",
+            err=True,
+        )
         raise typer.Exit(2) from exc
 
 

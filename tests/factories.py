@@ -140,3 +140,40 @@ async def build_world(admin: Api) -> World:
         group=group,
         service=service,
     )
+
+
+# Text that must never reach a client: stack traces, driver names, SQL.
+LEAK_MARKERS = (
+    "Traceback",
+    'File "',
+    "sqlalchemy",
+    "asyncpg",
+    "aiosqlite",
+    "sqlite3",
+    "[SQL:",
+    "SELECT ",
+    "INSERT INTO",
+    "UPDATE ",
+    "DELETE FROM",
+)
+
+
+def problem(response: Response, status: int) -> dict[str, Any]:
+    """Assert an RFC 9457 problem with this status (and no leaked internals); return its body."""
+    assert response.status_code == status, f"{response.status_code}: {response.text}"
+    content_type = response.headers.get("content-type", "")
+    assert content_type.startswith("application/problem+json"), content_type
+    body: dict[str, Any] = response.json()
+    assert {"type", "title", "status", "detail"} <= body.keys(), body
+    assert body["status"] == status, body
+    for member in ("type", "title", "detail"):
+        assert isinstance(body[member], str) and body[member], body
+    if status == 422:
+        errors = body.get("errors")
+        assert isinstance(errors, list) and errors, body
+        for error in errors:
+            assert isinstance(error["loc"], list), error
+            assert isinstance(error["msg"], str) and error["msg"], error
+    for marker in LEAK_MARKERS:
+        assert marker not in response.text, f"{marker!r} leaked: {response.text}"
+    return body

@@ -18,6 +18,8 @@ from app.core.db import Database
 from app.core.errors import Forbidden, Unauthorized
 from app.core.responses import JSON, Reply
 
+MAX_AUTHORIZATION_LENGTH = 512
+
 
 def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
@@ -51,12 +53,14 @@ ReadConn = Annotated[AsyncConnection, Depends(read_connection)]
 async def current_principal(
     db: DbDep,
     settings: SettingsDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False, max_length=512)] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     from app.identity.service import principal_for_key  # identity owns the key tables
 
     if authorization is None:
         raise Unauthorized("Send an API key: `Authorization: Bearer <key>`.")
+    if len(authorization) > MAX_AUTHORIZATION_LENGTH:  # no key is this long: unknown, a 401
+        raise Unauthorized("The API key is unknown, revoked, or its user is disabled.")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -155,7 +159,7 @@ class WriteContext:
                     principal_id=principal_id,
                     key=key,
                     status_code=reply.status,
-                    body=body,
+                    body=reply.replay_body(body),
                     headers=headers,
                 )
         return Response(body, reply.status, headers, media_type=JSON)

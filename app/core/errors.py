@@ -102,6 +102,9 @@ def problem_response(
         "status": status,
         "detail": detail,
     }
+    if errors is None and status == 422:
+        # Clients read `errors` on every 422; a failure without field detail still has one.
+        errors = [ErrorItem(loc=[], msg=detail)]
     if errors is not None:
         body["errors"] = [e.model_dump() for e in errors]
     return Response(

@@ -35,7 +35,7 @@ from sqlalchemy.types import JSON
 
 from app.core.config import Settings
 from app.core.db import Database, UTCDateTime, metadata
-from app.core.errors import Conflict, Unprocessable
+from app.core.errors import Conflict, ErrorItem, Unprocessable
 
 idempotency_keys = Table(
     "idempotency_keys",
@@ -104,9 +104,13 @@ async def claim(
         )
     ).one()
     if row.fingerprint != fingerprint:
-        raise Unprocessable(
+        detail = (
             "This Idempotency-Key was already used with a different request body or path; "
-            "use a new key for a new request.",
+            "use a new key for a new request."
+        )
+        raise Unprocessable(
+            detail,
+            errors=[ErrorItem(loc=["header", "Idempotency-Key"], msg=detail)],
             slug="idempotency-key-reused",
         )
     if row.status_code is None:  # cannot be seen after the claimer committed; be explicit anyway

@@ -17,6 +17,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import problem_response
@@ -57,9 +59,12 @@ class RequestContextMiddleware:
     """Gives every request an id (echoing a sane client one), times it, counts it, and turns an
     unexpected exception into a logged 500 problem that still carries the request id."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, *, access_log: bool = False, max_body_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.access_log = access_log
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,7 +91,17 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            limit = self.max_body_bytes
+            if limit is None:
+                await self.app(scope, receive, send_with_id)
+            elif _declared_length(scope) > limit:
+                await _too_large(limit)(scope, receive, send_with_id)
+            else:
+                await self.app(scope, _limited(receive, limit), send_with_id)
+        except BodyTooLarge as exc:
+            if response_started:
+                raise
+            await _too_large(exc.limit)(scope, receive, send_with_id)
         except Exception as exc:
             error_log.error(
                 "unexpected error on %s %s (request %s)",
@@ -118,6 +133,48 @@ class RequestContextMiddleware:
                     elapsed * 1000,
                     scope["sdms.request_id"],
                 )
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """The request body grew past the limit while being read (413, a problem like any other)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _too_large_detail(limit))
+        self.limit = limit
+
+
+def _too_large_detail(limit: int) -> str:
+    return f"The request body is larger than the limit of {limit} bytes."
+
+
+def _too_large(limit: int) -> Response:
+    return problem_response(413, _too_large_detail(limit))
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return -1
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """Count the body as it arrives (a missing or false Content-Length is no way around it)."""
+    received = 0
+
+    async def receive_limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return receive_limited
 
 
 def configure_logging(level: str) -> None:

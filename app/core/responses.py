@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -20,6 +21,8 @@ class Reply:
     status: int = 200
     version: int | None = None
     location: str | None = None
+    # Fields shown once (API keys): never kept for an Idempotency-Key replay, which answers null.
+    secret_fields: tuple[str, ...] = ()
 
     def headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -28,6 +31,16 @@ class Reply:
         if self.location is not None:
             headers["Location"] = self.location
         return headers
+
+    def replay_body(self, body: bytes) -> bytes:
+        """What the idempotency store may keep of `body`: everything but the secrets."""
+        if not self.secret_fields:
+            return body
+        data = orjson.loads(body)
+        for name in self.secret_fields:
+            if name in data:
+                data[name] = None
+        return orjson.dumps(data)
 
 
 def json_response(body: BaseModel, *, status: int = 200, version: int | None = None) -> Response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -13,6 +13,7 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
 )
 
@@ -46,10 +47,26 @@ Code = Annotated[
 Email = Annotated[EmailStr, StringConstraints(max_length=254)]
 
 
+def _accepts_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_accepts_bool(arg) for arg in get_args(annotation))
+
+
 class InputModel(BaseModel):
-    """Every request body: unknown fields are a 422, every string is storable text."""
+    """Every request body: unknown fields are a 422, every string is storable text, and
+    `true`/`false` is no number (pydantic's lax mode would read `true` as 1)."""
 
     model_config = ConfigDict(extra="forbid", str_max_length=20_000)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and not _accepts_bool(field.annotation):
+                raise ValueError("must not be a boolean")
+        return value
 
     @field_validator("*", mode="after")
     @classmethod

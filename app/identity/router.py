@@ -58,7 +58,7 @@ async def get_me(conn: ReadConn, principal: CurrentPrincipal) -> Response:
 @router.post(
     "/organizations", status_code=201, response_model=OrganizationRead, tags=["organizations"]
 )
-async def create_organization(body: OrganizationCreate, write: Write, _: Admin) -> Response:
+async def create_organization(body: OrganizationCreate, _: Admin, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         row = await service.create_organization(conn, ctx=ctx, data=body)
         return Reply(OrganizationRead.model_validate(row), 201, row.version)
@@ -89,7 +89,7 @@ async def get_organization(
     "/organizations/{organization_id}", response_model=OrganizationRead, tags=["organizations"]
 )
 async def update_organization(
-    organization_id: uuid.UUID, body: OrganizationPatch, write: Write, _: Admin
+    organization_id: uuid.UUID, body: OrganizationPatch, _: Admin, write: Write
 ) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         row = await service.update_organization(
@@ -104,10 +104,10 @@ async def update_organization(
 
 
 @router.post("/users", status_code=201, response_model=UserCreated, tags=["users"])
-async def create_user(body: UserCreate, write: Write, _: Admin) -> Response:
+async def create_user(body: UserCreate, _: Admin, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         user = await service.create_user(conn, ctx=ctx, data=body)
-        return Reply(user, 201, user.version)
+        return Reply(user, 201, user.version, secret_fields=("api_key",))
 
     return await write.run(action)
 
@@ -139,7 +139,7 @@ async def get_user(user_id: uuid.UUID, conn: ReadConn, principal: CurrentPrincip
 
 
 @router.patch("/users/{user_id}", response_model=UserRead, tags=["users"])
-async def update_user(user_id: uuid.UUID, body: UserPatch, write: Write, _: Admin) -> Response:
+async def update_user(user_id: uuid.UUID, body: UserPatch, _: Admin, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         user = await service.update_user(
             conn, ctx=ctx, user_id=user_id, data=body, if_match=write.if_match
@@ -154,7 +154,8 @@ async def update_user(user_id: uuid.UUID, body: UserPatch, write: Write, _: Admi
 )
 async def create_api_key(user_id: uuid.UUID, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
-        return Reply(await service.create_api_key(conn, ctx=ctx, user_id=user_id), 201)
+        key = await service.create_api_key(conn, ctx=ctx, user_id=user_id)
+        return Reply(ApiKeyCreated.model_validate(key), 201, secret_fields=("api_key",))
 
     return await write.run(action)
 
@@ -178,7 +179,7 @@ async def revoke_api_key(user_id: uuid.UUID, key_id: uuid.UUID, write: Write) ->
 
 
 @router.post("/groups", status_code=201, response_model=GroupRead, tags=["groups"])
-async def create_group(body: GroupCreate, write: Write, _: Admin) -> Response:
+async def create_group(body: GroupCreate, _: Admin, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         row = await service.create_group(conn, ctx=ctx, data=body)
         return Reply(GroupRead.model_validate(row), 201, row.version)
@@ -200,7 +201,7 @@ async def get_group(group_id: uuid.UUID, conn: ReadConn, _: Staff) -> Response:
 
 
 @router.patch("/groups/{group_id}", response_model=GroupRead, tags=["groups"])
-async def update_group(group_id: uuid.UUID, body: GroupPatch, write: Write, _: Admin) -> Response:
+async def update_group(group_id: uuid.UUID, body: GroupPatch, _: Admin, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         row = await service.update_group(
             conn, ctx=ctx, group_id=group_id, data=body, if_match=write.if_match
@@ -214,7 +215,7 @@ async def update_group(group_id: uuid.UUID, body: GroupPatch, write: Write, _: A
 
 
 @router.post("/contacts", status_code=201, response_model=ContactRead, tags=["contacts"])
-async def create_contact(body: ContactCreate, write: Write, _: Manager) -> Response:
+async def create_contact(body: ContactCreate, _: Manager, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         row = await service.create_contact(conn, ctx=ctx, data=body)
         return Reply(ContactRead.model_validate(row), 201, row.version)
@@ -250,7 +251,7 @@ async def get_contact(
 
 @router.patch("/contacts/{contact_id}", response_model=ContactRead, tags=["contacts"])
 async def update_contact(
-    contact_id: uuid.UUID, body: ContactPatch, write: Write, _: Manager
+    contact_id: uuid.UUID, body: ContactPatch, _: Manager, write: Write
 ) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         row = await service.update_contact(
@@ -265,7 +266,7 @@ async def update_contact(
 
 
 @router.post("/services", status_code=201, response_model=ServiceRead, tags=["services"])
-async def create_service(body: ServiceCreate, write: Write, _: Admin) -> Response:
+async def create_service(body: ServiceCreate, _: Admin, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         row = await service.create_service(conn, ctx=ctx, data=body)
         return Reply(ServiceRead.model_validate(row), 201, row.version)
@@ -288,7 +289,7 @@ async def get_service(service_id: uuid.UUID, conn: ReadConn, _: CurrentPrincipal
 
 @router.patch("/services/{service_id}", response_model=ServiceRead, tags=["services"])
 async def update_service(
-    service_id: uuid.UUID, body: ServicePatch, write: Write, _: Admin
+    service_id: uuid.UUID, body: ServicePatch, _: Admin, write: Write
 ) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         row = await service.update_service(

@@ -75,13 +75,28 @@ class UserRead(RecordRead):
 
 
 class UserCreated(UserRead):
-    api_key: str = Field(description="The user's first API key. Shown once; store it now.")
+    api_key: str | None = Field(
+        description="The user's first API key. Shown once; store it now. null when this answer "
+        "is an Idempotency-Key replay: the key is not kept, issue a new one if it was lost."
+    )
     api_key_id: uuid.UUID
+
+
+class IssuedApiKey(OutputModel):
+    """A key just issued, with its secret: what the service hands the router or the CLI."""
+
+    id: uuid.UUID
+    api_key: str
+    prefix: str
+    created_at: datetime
 
 
 class ApiKeyCreated(OutputModel):
     id: uuid.UUID
-    api_key: str = Field(description="Shown once; only its hash is stored.")
+    api_key: str | None = Field(
+        description="Shown once; only its hash is stored. null when this answer is an "
+        "Idempotency-Key replay."
+    )
     prefix: str
     created_at: datetime
 

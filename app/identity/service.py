@@ -31,7 +31,6 @@ from app.identity.models import (
     users,
 )
 from app.identity.schemas import (
-    ApiKeyCreated,
     ApiKeyRead,
     ContactCreate,
     ContactPatch,
@@ -39,6 +38,7 @@ from app.identity.schemas import (
     GroupCreate,
     GroupPatch,
     GroupRead,
+    IssuedApiKey,
     Me,
     OrganizationCreate,
     OrganizationPatch,
@@ -227,7 +227,7 @@ async def _set_groups(
         )
 
 
-async def _issue_key(conn: AsyncConnection, ctx: Context, user_id: uuid.UUID) -> ApiKeyCreated:
+async def _issue_key(conn: AsyncConnection, ctx: Context, user_id: uuid.UUID) -> IssuedApiKey:
     key = generate_api_key()
     row = (
         await conn.execute(
@@ -251,7 +251,7 @@ async def _issue_key(conn: AsyncConnection, ctx: Context, user_id: uuid.UUID) ->
             ApiKeyRead.model_validate(row).model_dump(mode="json"),
         ),
     )
-    return ApiKeyCreated(id=row.id, api_key=key, prefix=row.prefix, created_at=row.created_at)
+    return IssuedApiKey(id=row.id, api_key=key, prefix=row.prefix, created_at=row.created_at)
 
 
 async def create_user(conn: AsyncConnection, *, ctx: Context, data: UserCreate) -> UserCreated:
@@ -285,7 +285,7 @@ async def create_service_account(
     name: str,
     role: Role,
     organization_id: uuid.UUID | None = None,
-) -> ApiKeyCreated:
+) -> IssuedApiKey:
     """A user without e-mail and its first key (the `sdms create-api-key` command)."""
     await _check_user_fields(conn, role=role, organization_id=organization_id, group_ids=[])
     row = await _insert_user(
@@ -425,7 +425,7 @@ async def _key_owner(conn: AsyncConnection, principal: Principal, user_id: uuid.
 
 async def create_api_key(
     conn: AsyncConnection, *, ctx: Context, user_id: uuid.UUID
-) -> ApiKeyCreated:
+) -> IssuedApiKey:
     owner = await _key_owner(conn, ctx.principal, user_id)
     if not owner.active:
         raise Unprocessable("The user is disabled; enable it before issuing keys.")
@@ -446,16 +446,17 @@ async def revoke_api_key(
     conn: AsyncConnection, *, ctx: Context, user_id: uuid.UUID, key_id: uuid.UUID
 ) -> ApiKeyRead:
     await _key_owner(conn, ctx.principal, user_id)
-    row = (
-        await conn.execute(
-            update(api_keys)
-            .where(api_keys.c.id == key_id, api_keys.c.user_id == user_id)
-            .values(revoked_at=ctx.now)
-            .returning(api_keys)
-        )
-    ).first()
+    this_key = (api_keys.c.id == key_id, api_keys.c.user_id == user_id)
+    row = (await conn.execute(select(api_keys).where(*this_key))).first()
     if row is None:
         raise NotFound(f"No API key {key_id} of user {user_id}.")
+    if row.revoked_at is not None:  # revoking again changes nothing, not even the time
+        return ApiKeyRead.model_validate(row)
+    row = (
+        await conn.execute(
+            update(api_keys).where(*this_key).values(revoked_at=ctx.now).returning(api_keys)
+        )
+    ).one()
     view = ApiKeyRead.model_validate(row)
     await ctx.log_changes(
         conn, Change("api_key", row.id, "api_key.revoked", view.model_dump(mode="json"))
