@@ -20,7 +20,8 @@ from app.core.observability import RequestContextMiddleware, configure_logging
 from app.identity.router import router as identity_router
 from app.incidents import jobs as incident_jobs
 from app.incidents.router import router as incidents_router
-from app.metrics import incident_gauges
+from app.metrics import incident_gauges, sla_gauges
+from app.slm import jobs as slm_jobs
 from app.slm.router import router as slm_router
 
 API_PREFIX = "/api/v1"
@@ -31,6 +32,7 @@ def background_jobs() -> list[Job]:
     return [
         Job("incidents.auto_close", incident_jobs.auto_close),
         Job("incidents.eta_exceeded", incident_jobs.eta_exceeded),
+        Job("slm.sla_events", slm_jobs.sla_events),
         Job("idempotency.purge", idempotency.purge_job),
     ]
 
@@ -82,17 +84,19 @@ def create_app(
         "service levels, over one REST API.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
-        max_body_size=MAX_BODY_BYTES,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.clock = clock
-    app.state.domain_metrics = [incident_gauges]
+    app.state.domain_metrics = [incident_gauges, sla_gauges]
     if database is not None:
         app.state.db = database
 
     errors.install_handlers(app)
-    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    # The body limit lives in our middleware so that a 413 is a problem with a request id.
+    app.add_middleware(
+        RequestContextMiddleware, access_log=settings.access_log, max_body_bytes=MAX_BODY_BYTES
+    )
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(identity_router)

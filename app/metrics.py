@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from app.core.changelog import change_log
 from app.core.db import Database
 from app.incidents.models import incidents
+from app.slm.models import sla_clocks
 
 
 def _gauge(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> bytes:
@@ -30,4 +31,32 @@ async def incident_gauges(db: Database) -> bytes:
         "sdms_change_log_last_seq",
         "Sequence of the newest change-log row",
         [({}, float(last_seq or 0))],
+    )
+
+
+async def sla_gauges(db: Database) -> bytes:
+    """SLA clocks by kind and mode, and how many have passed their target."""
+    async with db.read() as conn:
+        by_mode = (
+            await conn.execute(
+                select(sla_clocks.c.kind, sla_clocks.c.mode, func.count()).group_by(
+                    sla_clocks.c.kind, sla_clocks.c.mode
+                )
+            )
+        ).all()
+        breached = (
+            await conn.execute(
+                select(sla_clocks.c.kind, func.count())
+                .where(sla_clocks.c.breach_notified.is_(True))
+                .group_by(sla_clocks.c.kind)
+            )
+        ).all()
+    return _gauge(
+        "sdms_sla_clocks",
+        "SLA clocks by kind and state (running, paused, stopped)",
+        [({"kind": k, "state": m}, n) for k, m, n in by_mode],
+    ) + _gauge(
+        "sdms_sla_clocks_breached",
+        "SLA clocks whose breach was signalled",
+        [({"kind": k}, n) for k, n in breached],
     )

@@ -7,6 +7,7 @@ from app.core.db import metadata
 from app.identity import models as identity_models
 from app.incidents import models as incident_models
 from app.itil import journal, numbers
+from app.slm import models as slm_models
 from app.slm import priority
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "metadata",
     "numbers",
     "priority",
+    "slm_models",
 ]

@@ -51,6 +51,11 @@ class Principal:
         return self.user_id == BOOTSTRAP_ADMIN_ID
 
     @property
+    def author_role(self) -> str | None:
+        """The role to record with a change (none when SDMS itself acts)."""
+        return None if self.user_id == SYSTEM_ID else self.role.value
+
+    @property
     def author_id(self) -> uuid.UUID | None:
         """The user to record as the author of a change (none for the bootstrap key or SDMS)."""
         return None if self.user_id in (BOOTSTRAP_ADMIN_ID, SYSTEM_ID) else self.user_id

@@ -56,6 +56,26 @@ def integer_key(name: str, column: ColumnElement[Any]) -> SortKey:
     return SortKey(name, column, _parse_int)
 
 
+def _parse_uuid(value: Any) -> uuid.UUID:
+    if not isinstance(value, str):
+        raise TypeError("not an id")
+    return uuid.UUID(value)
+
+
+def _parse_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def uuid_key(name: str, column: ColumnElement[Any]) -> SortKey:
+    return SortKey(name, column, _parse_uuid)
+
+
+def string_key(name: str, column: ColumnElement[Any]) -> SortKey:
+    return SortKey(name, column, _parse_str)
+
+
 @dataclass(frozen=True, slots=True)
 class PageParams:
     limit: int
@@ -75,16 +95,18 @@ def page_params(
         Query(max_length=32, description="Sort key, `-` prefix for descending."),
     ] = None,
 ) -> PageParams:
-    return PageParams(limit=limit, cursor=cursor, sort=sort)
+    # `cursor=` with nothing is the first page: what a client sends when it passes on a null
+    # `next_cursor` (httpx, for one, writes a None parameter that way).
+    return PageParams(limit=limit, cursor=cursor or None, sort=sort)
 
 
 @dataclass(frozen=True, slots=True)
 class Keyset:
-    """The order of one list request: a sort key, its direction, and the id tie-breaker."""
+    """The order of one list request: the sort key, then tie-breakers ending with a unique id,
+    all in one direction. The cursor holds the last row's values of all of them."""
 
     token: str
-    key: SortKey
-    id_column: ColumnElement[Any]
+    columns: tuple[SortKey, ...]
     descending: bool
 
     @classmethod
@@ -100,42 +122,41 @@ class Keyset:
         if name not in keys:
             allowed = ", ".join(sorted({*keys, *(f"-{k}" for k in keys)}))
             raise Unprocessable.field(("query", "sort"), f"sort must be one of: {allowed}")
-        return cls(token, keys[name], id_column, token.startswith("-"))
+        return cls(token, (keys[name], uuid_key("id", id_column)), token.startswith("-"))
 
     def apply(self, stmt: Select[Any], params: PageParams) -> Select[Any]:
-        column, ident = self.key.column, self.id_column
+        columns = [key.column for key in self.columns]
         if params.cursor is not None:
-            value, last_id = self._decode(params.cursor)
-            position = tuple_(column, ident)
-            bound = tuple_(value, last_id)
+            position = tuple_(*columns)
+            bound = tuple_(*self._decode(params.cursor))
             stmt = stmt.where(position < bound if self.descending else position > bound)
-        order = (column.desc(), ident.desc()) if self.descending else (column.asc(), ident.asc())
+        order = [c.desc() if self.descending else c.asc() for c in columns]
         return stmt.order_by(*order).limit(params.limit + 1)
 
     def page(self, rows: Sequence[Any], params: PageParams) -> tuple[Sequence[Any], str | None]:
         """Cut the limit+1 rows to a page; the extra row only says that another page exists.
-        Rows must carry the sort key and `id` as attributes."""
+        Rows carry the key columns as attributes of the same names."""
         if len(rows) <= params.limit:
             return rows, None
         rows = rows[: params.limit]
-        last = rows[-1]
-        return rows, self._encode(getattr(last, self.key.name), last.id)
+        return rows, self._encode([getattr(rows[-1], key.name) for key in self.columns])
 
-    def _encode(self, value: Any, last_id: uuid.UUID) -> str:
-        payload = orjson.dumps([self.token, value, str(last_id)])
+    def _encode(self, values: list[Any]) -> str:
+        # default=str: asyncpg hands back its own UUID subclass, which orjson does not know.
+        payload = orjson.dumps([self.token, *values], default=str)
         body = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
         return f"{body}.{_check(payload)}"
 
-    def _decode(self, cursor: str) -> tuple[Any, uuid.UUID]:
+    def _decode(self, cursor: str) -> list[Any]:
         try:
             body, check = cursor.split(".", 1)
             payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             if check != _check(payload):
                 raise ValueError("checksum")
-            token, value, last_id = orjson.loads(payload)
-            if token != self.token:
-                raise ValueError("cursor of another sort order")
-            return self.key.parse(value), uuid.UUID(last_id)
+            token, *values = orjson.loads(payload)
+            if token != self.token or len(values) != len(self.columns):
+                raise ValueError("cursor of another list or sort order")
+            return [key.parse(value) for key, value in zip(self.columns, values, strict=True)]
         except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
             raise Unprocessable.field(
                 ("query", "cursor"), "cursor is not a cursor of this list and sort order"

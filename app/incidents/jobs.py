@@ -14,7 +14,7 @@ from app.core.db import Database
 from app.incidents import lifecycle
 from app.incidents.lifecycle import IncidentFacts, State, TransitionRequest, Via
 from app.incidents.models import incidents
-from app.incidents.service import admin_view, apply_plan
+from app.incidents.service import apply_plan, with_clocks
 
 BATCH = 100
 
@@ -70,10 +70,9 @@ async def eta_exceeded(db: Database, settings: Settings, now: datetime) -> int:
                 .values(eta_alert_at=None, eta_alerted_for=row.estimated_resolution_at)
             )
             if row.state in lifecycle.OPEN:
+                data = (await with_clocks(conn, row, now)).admin_data()
                 changes.append(
-                    Change(
-                        "incident", row.id, "incident.eta_exceeded", admin_view(row), row.version
-                    )
+                    Change("incident", row.id, "incident.eta_exceeded", data, row.version)
                 )
         await ctx.log_all(conn, changes)
     return len(rows)

@@ -84,6 +84,9 @@ class Via(StrEnum):
 
 
 FINAL = frozenset({State.closed, State.cancelled})
+# Moving into one of these states is the response to the customer (SLA `response` clock stops),
+# if no public staff comment came first.
+RESPONDING = frozenset({State.in_progress, State.resolved, State.closed, State.cancelled})
 OPEN = frozenset({State.new, State.in_progress, State.on_hold})
 MAX_ESCALATION_LEVEL = 2
 
@@ -111,6 +114,7 @@ class IncidentFacts:
     escalation_level: int = 0
     estimated_resolution_at: datetime | None = None
     eta_alerted_for: datetime | None = None
+    responded_at: datetime | None = None
 
     @classmethod
     def of(cls, row: Any) -> IncidentFacts:
@@ -125,6 +129,7 @@ class IncidentFacts:
             escalation_level=row.escalation_level,
             estimated_resolution_at=row.estimated_resolution_at,
             eta_alerted_for=row.eta_alerted_for,
+            responded_at=row.responded_at,
         )
 
 
@@ -265,6 +270,8 @@ def plan_transition(
         if not request.reason:
             raise _missing("reason", why="to cancel an incident")
         changes.update(hold_reason=None, eta_alert_at=None)
+    if to in RESPONDING and facts.responded_at is None:
+        changes["responded_at"] = now
     return Plan(changes=changes, note=note, comment=comment, comment_public=comment_public)
 
 

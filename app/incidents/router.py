@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
-from pydantic import AwareDatetime, Field
-from sqlalchemy import Row
+from fastapi import APIRouter, Depends, Path
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from app.core.context import Context
-from app.core.deps import CurrentPrincipal, ReadConn, Write
+from app.core.deps import ClockDep, CurrentPrincipal, Manager, ReadConn, Write
 from app.core.pagination import PageParams, page_params
 from app.core.responses import Reply, json_response
 from app.core.schemas import Page
 from app.incidents import service
-from app.incidents.lifecycle import Channel, RequestType, State
+from app.incidents.filters import FiltersDep
 from app.incidents.schemas import (
     CommentCreate,
     ConfirmBody,
@@ -38,50 +35,10 @@ IncidentRef = Annotated[
     str,
     Path(min_length=1, max_length=64, description="The incident's id or number (INC-MSK-0000042)."),
 ]
-IdList = Annotated[list[uuid.UUID], Query(max_length=50)]
-PriorityValue = Annotated[int, Field(ge=1, le=5)]
-Region = Annotated[str, Field(max_length=10)]
 
 
-def incident_filters(
-    state: Annotated[list[State], Query(max_length=6)] = [],  # noqa: B006 (query lists)
-    priority: Annotated[list[PriorityValue], Query(max_length=5)] = [],  # noqa: B006
-    organization_id: IdList = [],  # noqa: B006
-    assignee_id: IdList = [],  # noqa: B006
-    group_id: IdList = [],  # noqa: B006
-    service_id: IdList = [],  # noqa: B006
-    region: Annotated[list[Region], Query(max_length=20)] = [],  # noqa: B006
-    request_type: Annotated[list[RequestType], Query(max_length=4)] = [],  # noqa: B006
-    channel: Annotated[list[Channel], Query(max_length=6)] = [],  # noqa: B006
-    major: bool | None = None,
-    created_after: AwareDatetime | None = None,
-    created_before: AwareDatetime | None = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-) -> service.IncidentFilters:
-    if q is not None and "\x00" in q:
-        q = q.replace("\x00", "")
-    return service.IncidentFilters(
-        state=state,
-        priority=priority,
-        organization_id=organization_id,
-        assignee_id=assignee_id,
-        group_id=group_id,
-        service_id=service_id,
-        region=region,
-        request_type=[r.value for r in request_type],
-        channel=[c.value for c in channel],
-        major=major,
-        created_after=created_after,
-        created_before=created_before,
-        q=q or None,
-    )
-
-
-FiltersDep = Annotated[service.IncidentFilters, Depends(incident_filters)]
-
-
-def _reply(row: Row[Any], ctx: Context, status: int = 200) -> Reply:
-    return Reply(service.view(row, ctx.principal), status, row.version)
+def _reply(incident: service.Incident, ctx: Context, status: int = 200) -> Reply:
+    return Reply(incident.view(ctx.principal), status, incident.version)
 
 
 @router.post("", status_code=201, response_model=IncidentRead)
@@ -96,20 +53,26 @@ async def create_incident(body: IncidentCreate, write: Write) -> Response:
 
 @router.get("", response_model=Page[IncidentRead])
 async def list_incidents(
-    conn: ReadConn, principal: CurrentPrincipal, params: PageDep, filters: FiltersDep
+    conn: ReadConn,
+    principal: CurrentPrincipal,
+    clock: ClockDep,
+    params: PageDep,
+    filters: FiltersDep,
 ) -> Response:
-    rows, cursor = await service.list_incidents(
-        conn, principal=principal, filters=filters, params=params
+    items, cursor = await service.list_incidents(
+        conn, principal=principal, filters=filters, params=params, now=clock.now()
     )
-    return json_response(service.page_view(rows, principal, cursor))
+    return json_response(service.page_view(items, principal, cursor))
 
 
 @router.get("/{incident_id}", response_model=IncidentRead)
 async def get_incident(
-    incident_id: IncidentRef, conn: ReadConn, principal: CurrentPrincipal
+    incident_id: IncidentRef, conn: ReadConn, principal: CurrentPrincipal, clock: ClockDep
 ) -> Response:
-    row = await service.get_incident(conn, principal=principal, ref=incident_id)
-    return json_response(service.view(row, principal), version=row.version)
+    incident = await service.read_incident(
+        conn, principal=principal, ref=incident_id, now=clock.now()
+    )
+    return json_response(incident.view(principal), version=incident.version)
 
 
 @router.patch("/{incident_id}", response_model=IncidentRead)
@@ -172,7 +135,7 @@ async def add_comment(incident_id: IncidentRef, body: CommentCreate, write: Writ
     work notes. A customer's reply to an incident awaiting it moves it back to in_progress."""
 
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
-        _row, entry = await service.add_comment(conn, ctx=ctx, ref=incident_id, data=body)
+        entry = await service.add_comment(conn, ctx=ctx, ref=incident_id, data=body)
         return Reply(JournalEntryRead.model_validate(entry), 201)
 
     return await write.run(action)
@@ -211,3 +174,14 @@ async def list_escalations(
     incident_id: IncidentRef, conn: ReadConn, principal: CurrentPrincipal
 ) -> list[EscalationRead]:
     return await service.list_escalations(conn, principal=principal, ref=incident_id)
+
+
+@router.post("/{incident_id}/sla/rebuild", response_model=IncidentRead)
+async def rebuild_sla(incident_id: IncidentRef, write: Write, _: Manager) -> Response:
+    """Recompute the SLA clocks from the journal and the agreement that applies now (manager).
+    Rebuilding an untouched incident changes nothing."""
+
+    async def action(conn: AsyncConnection, ctx: Context) -> Reply:
+        return _reply(await service.rebuild_sla(conn, ctx=ctx, ref=incident_id), ctx)
+
+    return await write.run(action)

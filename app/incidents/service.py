@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +22,7 @@ from app.core.schemas import Page
 from app.identity.models import groups, organizations, services
 from app.identity.service import ensure_exists, ensure_staff_user
 from app.incidents import lifecycle
+from app.incidents.filters import IncidentFilters, tenancy
 from app.incidents.lifecycle import IncidentFacts, Plan, State, TransitionRequest, Via
 from app.incidents.models import escalations, incidents
 from app.incidents.schemas import (
@@ -39,7 +39,9 @@ from app.incidents.schemas import (
 )
 from app.itil.journal import JournalWriter
 from app.itil.numbers import looks_like_number, next_number
+from app.slm import service as slm
 from app.slm.priority import derive_priority, load_matrix
+from app.slm.schemas import SlaClockRead
 
 RECORD_TYPE = "incident"
 # Fields SDMS keeps for itself: never answered, never journaled.
@@ -49,33 +51,42 @@ INTERNAL_FIELDS = frozenset({"responded_at", "eta_alert_at", "eta_alerted_for"})
 # --- reading --------------------------------------------------------------------------------
 
 
-def view(row: Row[Any], principal: Principal) -> IncidentPublic:
-    """The incident as this caller may see it."""
-    if principal.is_customer:
-        return IncidentPublic.model_validate(row)
-    return IncidentRead.model_validate(row)
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """An incident record with its SLA clocks as of one instant."""
+
+    row: Row[Any]
+    sla: list[SlaClockRead]
+
+    @property
+    def version(self) -> int:
+        return int(self.row.version)
+
+    def view(self, principal: Principal) -> IncidentPublic:
+        """The incident as this caller may see it: customers get no internal fields."""
+        model = IncidentPublic if principal.is_customer else IncidentRead
+        return model.model_validate({**self.row._mapping, "sla": self.sla})
+
+    def admin_data(self) -> dict[str, Any]:
+        """The record as an admin GET answers it: what the change log keeps."""
+        return IncidentRead.model_validate({**self.row._mapping, "sla": self.sla}).model_dump(
+            mode="json"
+        )
+
+
+async def with_clocks(conn: AsyncConnection, row: Row[Any], now: datetime) -> Incident:
+    return Incident(row, (await slm.clock_views(conn, [row.id], now)).get(row.id, []))
 
 
 def page_view(
-    rows: Sequence[Row[Any]], principal: Principal, cursor: str | None
+    items: Sequence[Incident], principal: Principal, cursor: str | None
 ) -> Page[IncidentPublic] | Page[IncidentRead]:
     if principal.is_customer:
-        return Page[IncidentPublic](
-            items=[IncidentPublic.model_validate(r) for r in rows], next_cursor=cursor
-        )
+        return Page[IncidentPublic](items=[i.view(principal) for i in items], next_cursor=cursor)
     return Page[IncidentRead](
-        items=[IncidentRead.model_validate(r) for r in rows], next_cursor=cursor
+        items=[i.view(principal) for i in items],
+        next_cursor=cursor,
     )
-
-
-def admin_view(row: Row[Any]) -> dict[str, Any]:
-    return IncidentRead.model_validate(row).model_dump(mode="json")
-
-
-def tenancy(principal: Principal) -> list[ColumnElement[bool]]:
-    if principal.is_customer:
-        return [incidents.c.organization_id == principal.organization_id]
-    return []
 
 
 def _ref_condition(ref: str) -> ColumnElement[bool] | None:
@@ -85,6 +96,12 @@ def _ref_condition(ref: str) -> ColumnElement[bool] | None:
     if looks_like_number(ref, "INC"):
         return incidents.c.number == ref.upper()
     return None
+
+
+async def read_incident(
+    conn: AsyncConnection, *, principal: Principal, ref: str, now: datetime
+) -> Incident:
+    return await with_clocks(conn, await get_incident(conn, principal=principal, ref=ref), now)
 
 
 async def get_incident(
@@ -103,55 +120,6 @@ async def get_incident(
     return row
 
 
-@dataclass(frozen=True, slots=True)
-class IncidentFilters:
-    state: Sequence[State] = ()
-    priority: Sequence[int] = ()
-    organization_id: Sequence[uuid.UUID] = ()
-    assignee_id: Sequence[uuid.UUID] = ()
-    group_id: Sequence[uuid.UUID] = ()
-    service_id: Sequence[uuid.UUID] = ()
-    region: Sequence[str] = ()
-    request_type: Sequence[str] = ()
-    channel: Sequence[str] = ()
-    major: bool | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    q: str | None = None
-
-    def conditions(self, principal: Principal) -> list[ColumnElement[bool]]:
-        if principal.is_customer and (self.assignee_id or self.group_id):
-            raise Forbidden("Customers cannot filter by assignee_id or group_id.")
-        c = incidents.c
-        conditions = tenancy(principal)
-        for column, values in (
-            (c.state, [s.value for s in self.state]),
-            (c.priority, self.priority),
-            (c.organization_id, self.organization_id),
-            (c.assignee_id, self.assignee_id),
-            (c.group_id, self.group_id),
-            (c.service_id, self.service_id),
-            (c.region, [r.lower() for r in self.region]),
-            (c.request_type, self.request_type),
-            (c.channel, self.channel),
-        ):
-            if values:
-                conditions.append(column.in_(list(values)))
-        if self.major is not None:
-            conditions.append(c.major.is_(self.major))
-        if self.created_after is not None:
-            conditions.append(c.created_at >= self.created_after)
-        if self.created_before is not None:
-            conditions.append(c.created_at < self.created_before)
-        if self.q:
-            pattern = "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern += "%"
-            conditions.append(
-                c.title.ilike(pattern, escape="\\") | c.description.ilike(pattern, escape="\\")
-            )
-        return conditions
-
-
 SORT_KEYS = {
     "created_at": timestamp_key("created_at", incidents.c.created_at),
     "updated_at": timestamp_key("updated_at", incidents.c.updated_at),
@@ -160,12 +128,18 @@ SORT_KEYS = {
 
 
 async def list_incidents(
-    conn: AsyncConnection, *, principal: Principal, filters: IncidentFilters, params: PageParams
-) -> tuple[Sequence[Row[Any]], str | None]:
+    conn: AsyncConnection,
+    *,
+    principal: Principal,
+    filters: IncidentFilters,
+    params: PageParams,
+    now: datetime,
+) -> tuple[list[Incident], str | None]:
     keyset = Keyset.choose(params.sort, SORT_KEYS, incidents.c.id, "-created_at")
     stmt = keyset.apply(select(incidents).where(*filters.conditions(principal)), params)
-    rows = (await conn.execute(stmt)).all()
-    return keyset.page(rows, params)
+    rows, cursor = keyset.page((await conn.execute(stmt)).all(), params)
+    sla = await slm.clock_views(conn, [r.id for r in rows], now)
+    return [Incident(r, sla.get(r.id, [])) for r in rows], cursor
 
 
 # --- creating -------------------------------------------------------------------------------
@@ -185,7 +159,7 @@ async def _check_references(conn: AsyncConnection, values: Mapping[str, Any]) ->
         await ensure_staff_user(conn, values["assignee_id"], "assignee_id")
 
 
-async def create_incident(conn: AsyncConnection, *, ctx: Context, data: IncidentCreate) -> Row[Any]:
+async def create_incident(conn: AsyncConnection, *, ctx: Context, data: IncidentCreate) -> Incident:
     principal, now = ctx.principal, ctx.now
     values = data.model_dump(exclude_unset=True)
     if principal.is_customer:
@@ -231,12 +205,14 @@ async def create_incident(conn: AsyncConnection, *, ctx: Context, data: Incident
     row: Row[Any] = (
         await conn.execute(insert(incidents).values(row_values).returning(incidents))
     ).one()
-    journal = JournalWriter(RECORD_TYPE, row.id, principal.author_id, now)
+    journal = JournalWriter(RECORD_TYPE, row.id, principal, now)
     journal.field_changes({}, {"state": State.new})
     log = await journal.flush(conn)
-    log.append(Change("incident", row.id, "incident.created", admin_view(row), row.version))
+    await slm.start_clocks(conn, row, now)
+    incident = await with_clocks(conn, row, now)
+    log.append(Change("incident", row.id, "incident.created", incident.admin_data(), row.version))
     await ctx.log_all(conn, log)
-    return row
+    return incident
 
 
 # --- changing -------------------------------------------------------------------------------
@@ -251,21 +227,22 @@ async def _apply(
     event: str,
     note: str | None = None,
     journal: JournalWriter | None = None,
-    author_id: uuid.UUID | None = None,
-) -> Row[Any]:
-    """Write the changes, journal every visible field change, and change-log the result."""
+) -> Incident:
+    """Write the changes, journal every visible field change, keep the SLA clocks in step,
+    and change-log the result. A PATCH that changes nothing writes nothing."""
+    if not changes:
+        return await with_clocks(conn, current, ctx.now)
     if journal is None:
-        journal = JournalWriter(RECORD_TYPE, current.id, author_id, ctx.now)
-    row = (
-        await update_record(conn, incidents, current, changes, now=ctx.now) if changes else current
-    )
+        journal = JournalWriter(RECORD_TYPE, current.id, ctx.principal, ctx.now)
+    row = await update_record(conn, incidents, current, changes, now=ctx.now)
     visible = {k: v for k, v in changes.items() if k not in INTERNAL_FIELDS}
     journal.field_changes(current._mapping, visible, note=note)
     log = await journal.flush(conn)
-    if changes:
-        log.append(Change("incident", row.id, event, admin_view(row), row.version))
+    await slm.follow_incident(conn, current, row, ctx.now)
+    incident = await with_clocks(conn, row, ctx.now)
+    log.append(Change("incident", row.id, event, incident.admin_data(), row.version))
     await ctx.log_all(conn, log)
-    return row
+    return incident
 
 
 def _staff_response(current: Row[Any], principal: Principal, now: datetime) -> dict[str, Any]:
@@ -277,7 +254,7 @@ def _staff_response(current: Row[Any], principal: Principal, now: datetime) -> d
 
 async def update_incident(
     conn: AsyncConnection, *, ctx: Context, ref: str, data: IncidentPatch, if_match: str | None
-) -> Row[Any]:
+) -> Incident:
     if ctx.principal.is_customer:
         raise Forbidden("Customers cannot change incidents; comment instead.")
     patch = data.model_dump(exclude_unset=True)
@@ -292,14 +269,12 @@ async def update_incident(
     await _check_references(
         conn, {k: v for k, v in changes.items() if k in REFERENCES and v is not None}
     )
-    return await _apply(
-        conn, ctx, current, changes, event="incident.updated", author_id=ctx.principal.author_id
-    )
+    return await _apply(conn, ctx, current, changes, event="incident.updated")
 
 
 async def transition(
     conn: AsyncConnection, *, ctx: Context, ref: str, body: TransitionBody, if_match: str | None
-) -> Row[Any]:
+) -> Incident:
     if ctx.principal.is_customer:
         raise Forbidden(
             "Customers confirm or reject a resolution with /confirm and /reject; "
@@ -322,9 +297,8 @@ async def transition(
 
 async def apply_plan(
     conn: AsyncConnection, ctx: Context, current: Row[Any], plan: Plan
-) -> Row[Any]:
-    author = ctx.principal.author_id
-    journal = JournalWriter(RECORD_TYPE, current.id, author, ctx.now)
+) -> Incident:
+    journal = JournalWriter(RECORD_TYPE, current.id, ctx.principal, ctx.now)
     changes = dict(plan.changes)
     if plan.comment:
         journal.comment(plan.comment, public=plan.comment_public)
@@ -343,7 +317,7 @@ async def apply_plan(
 
 async def _customer_move(
     conn: AsyncConnection, ctx: Context, ref: str, request: TransitionRequest, via: Via
-) -> Row[Any]:
+) -> Incident:
     if not ctx.principal.is_customer:
         raise Forbidden(
             "Only the customer confirms or rejects a resolution; staff use /transitions "
@@ -358,7 +332,7 @@ async def _customer_move(
 
 async def confirm(
     conn: AsyncConnection, *, ctx: Context, ref: str, comment: str | None
-) -> Row[Any]:
+) -> Incident:
     request = TransitionRequest(
         to=State.closed,
         comment=comment,
@@ -368,14 +342,14 @@ async def confirm(
     return await _customer_move(conn, ctx, ref, request, Via.customer_confirm)
 
 
-async def reject(conn: AsyncConnection, *, ctx: Context, ref: str, reason: str) -> Row[Any]:
+async def reject(conn: AsyncConnection, *, ctx: Context, ref: str, reason: str) -> Incident:
     request = TransitionRequest(to=State.in_progress, reason=reason)
     return await _customer_move(conn, ctx, ref, request, Via.customer_reject)
 
 
 async def add_comment(
     conn: AsyncConnection, *, ctx: Context, ref: str, data: CommentCreate
-) -> tuple[Row[Any], dict[str, Any]]:
+) -> dict[str, Any]:
     """Add a comment; answers the journal entry. A customer's reply resumes a waiting incident."""
     principal = ctx.principal
     current = await get_incident(conn, principal=principal, ref=ref, lock=True)
@@ -387,7 +361,7 @@ async def add_comment(
         lifecycle.refuse_if_final(facts, "commented on by the customer")
     else:
         public = bool(data.public)
-    journal = JournalWriter(RECORD_TYPE, current.id, principal.author_id, ctx.now)
+    journal = JournalWriter(RECORD_TYPE, current.id, principal, ctx.now)
     journal.comment(data.body, public=public)
     entry = dict(journal.rows[0])
     changes: dict[str, Any] = {}
@@ -400,21 +374,24 @@ async def add_comment(
         if reply is not None:
             changes.update(reply.changes)
             note, event = reply.note, "incident.state_changed"
-    row = await _apply(conn, ctx, current, changes, event=event, note=note, journal=journal)
-    return row, entry
+    if changes:
+        await _apply(conn, ctx, current, changes, event=event, note=note, journal=journal)
+    else:
+        await ctx.log_all(conn, await journal.flush(conn))
+    return entry
 
 
 async def escalate(
     conn: AsyncConnection, *, ctx: Context, ref: str, data: EscalationCreate
-) -> tuple[Row[Any], EscalationRead]:
+) -> tuple[Incident, EscalationRead]:
     current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
     level = lifecycle.plan_escalation(IncidentFacts.of(current))
-    return await _record_escalation(
+    return await record_escalation(
         conn, ctx, current, level=level, reason=data.reason, note=data.note
     )
 
 
-async def _record_escalation(
+async def record_escalation(
     conn: AsyncConnection,
     ctx: Context,
     current: Row[Any],
@@ -422,7 +399,7 @@ async def _record_escalation(
     level: int,
     reason: str,
     note: str | None,
-) -> tuple[Row[Any], EscalationRead]:
+) -> tuple[Incident, EscalationRead]:
     author = ctx.principal.author_id
     escalation = (
         await conn.execute(
@@ -440,19 +417,18 @@ async def _record_escalation(
         )
     ).one()
     read = EscalationRead.model_validate(escalation)
-    row = await _apply(
+    incident = await _apply(
         conn,
         ctx,
         current,
         {"escalation_level": level},
         event="incident.escalated",
         note=f"{reason}: {note}" if note else reason,
-        author_id=author,
     )
     await ctx.log_changes(
         conn, Change("escalation", read.id, "escalation.created", read.model_dump(mode="json"))
     )
-    return row, read
+    return incident, read
 
 
 async def list_escalations(
@@ -465,3 +441,18 @@ async def list_escalations(
         .order_by(escalations.c.created_at, escalations.c.id)
     )
     return [EscalationRead.model_validate(r) for r in rows]
+
+
+async def rebuild_sla(conn: AsyncConnection, *, ctx: Context, ref: str) -> Incident:
+    """Recompute the SLA clocks from the journal and the agreement (e.g. after a holiday was
+    added retroactively). The incident record itself does not change."""
+    current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
+    await slm.rebuild_clocks(conn, current, ctx.now)
+    incident = await with_clocks(conn, current, ctx.now)
+    await ctx.log_changes(
+        conn,
+        Change(
+            "incident", current.id, "incident.sla_rebuilt", incident.admin_data(), current.version
+        ),
+    )
+    return incident

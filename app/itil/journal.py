@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import JSON
 
+from app.core.auth import Principal
 from app.core.changelog import Change
 from app.core.db import UTCDateTime, metadata
 from app.core.ids import new_id
@@ -45,6 +46,7 @@ journal_entries = Table(
     Column("kind", String(20), nullable=False),
     Column("public", Boolean, nullable=False),
     Column("author_id", Uuid, nullable=True),
+    Column("author_role", String(20), nullable=True),
     Column("body", Text, nullable=True),
     Column("field", String(60), nullable=True),
     Column("old", JSON, nullable=True),
@@ -71,6 +73,9 @@ class JournalEntryRead(OutputModel):
     kind: EntryKind
     public: bool
     author_id: uuid.UUID | None = Field(description="null for changes made by SDMS itself")
+    author_role: str | None = Field(
+        default=None, description="the author's role when writing; null for SDMS itself"
+    )
     body: str | None = Field(description="the comment, or the note given with a state change")
     field: str | None
     old: Any = None
@@ -90,11 +95,12 @@ class JournalWriter:
     """Collects the entries of one write, then inserts them and their change-log rows at once."""
 
     def __init__(
-        self, record_type: str, record_id: uuid.UUID, author_id: uuid.UUID | None, now: datetime
+        self, record_type: str, record_id: uuid.UUID, author: Principal, now: datetime
     ) -> None:
         self.record_type = record_type
         self.record_id = record_id
-        self.author_id = author_id
+        self.author_id = author.author_id
+        self.author_role = author.author_role
         self.now = now
         self.rows: list[dict[str, Any]] = []
 
@@ -125,6 +131,7 @@ class JournalWriter:
                 "record_type": self.record_type,
                 "record_id": self.record_id,
                 "author_id": self.author_id,
+                "author_role": self.author_role,
                 "created_at": self.now,
                 "body": None,
                 "field": None,

@@ -1,0 +1,76 @@
+"""Service-level tables: business calendars, agreements, and the SLA clocks of incidents."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Uuid,
+)
+from sqlalchemy.types import JSON
+
+from app.core.db import UTCDateTime, id_column, metadata, record_columns
+
+calendars = Table(
+    "calendars",
+    metadata,
+    id_column(),
+    Column("name", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("always_on", Boolean, nullable=False),
+    Column("hours", JSON, nullable=False),  # {"mon": [["09:00", "18:00"]], ...}
+    Column("holidays", JSON, nullable=False),  # ["2026-01-01", ...]
+    *record_columns(),
+)
+
+agreements = Table(
+    "agreements",
+    metadata,
+    id_column(),
+    Column("name", String(200), nullable=False),
+    Column("organization_id", Uuid, ForeignKey("organizations.id"), nullable=True, index=True),
+    Column("service_id", Uuid, ForeignKey("services.id"), nullable=True, index=True),
+    Column("calendar_id", Uuid, ForeignKey("calendars.id"), nullable=False),
+    Column("warn_at_percent", SmallInteger, nullable=False),
+    # [{"priority", "response_seconds", "resolution_seconds", "calendar_id"?}, ...]
+    Column("targets", JSON, nullable=False),
+    *record_columns(),
+)
+
+# One row per clock of an incident. The clock is stored as the working-time segments it ran
+# ([start, end-or-null] pairs) and a snapshot of the calendar it counts on, so that reads and
+# re-targeting need nothing else. Scheduling columns (`due_at`, `breach_at`, `next_check_at`)
+# are derived on every write; `next_check_at` is what the SLA worker polls, through an index.
+sla_clocks = Table(
+    "sla_clocks",
+    metadata,
+    Column("incident_id", Uuid, ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("agreement_id", Uuid, ForeignKey("agreements.id"), nullable=False),
+    Column("calendar_id", Uuid, ForeignKey("calendars.id"), nullable=False),
+    Column("calendar", JSON, nullable=False),
+    Column("target_seconds", Integer, nullable=False),
+    Column("warn_at_percent", SmallInteger, nullable=False),
+    Column("segments", JSON, nullable=False),
+    Column("mode", String(10), nullable=False),  # running | paused | stopped
+    Column("elapsed_closed_us", BigInteger, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
+    Column("due_at", UTCDateTime, nullable=True),
+    Column("warn_at", UTCDateTime, nullable=True),
+    Column("breach_at", UTCDateTime, nullable=True),
+    Column("warned", Boolean, nullable=False),
+    Column("breach_notified", Boolean, nullable=False),
+    Column("next_check_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("incident_id", "kind"),
+)
+Index("ix_sla_clocks_next_check_at", sla_clocks.c.next_check_at)
+Index("ix_sla_clocks_breach_at", sla_clocks.c.breach_at)

@@ -1,0 +1,542 @@
+"""Service-level use cases: calendars, agreements, and the SLA clocks that follow incidents.
+
+Clocks are kept in step with the incident inside the incident's own write transaction
+(`start_clocks`, `follow_incident`), and can be rebuilt from the journal (`rebuild_clocks`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core.auth import STAFF, Principal
+from app.core.context import Context
+from app.core.errors import Conflict, Unprocessable
+from app.core.records import RecordStore
+from app.identity.models import organizations, services
+from app.identity.service import ensure_exists, organization_scope
+from app.incidents.lifecycle import RESPONDING
+from app.itil.journal import EntryKind, journal_entries
+from app.slm import clocks
+from app.slm.calendar import (
+    WorkingCalendar,
+    add_seconds,
+    elapsed_seconds,
+    format_week,
+    parse_week,
+)
+from app.slm.clocks import Clock, Kind, Mode, Moment
+from app.slm.models import agreements, calendars, sla_clocks
+from app.slm.schemas import AgreementBody, AgreementRead, CalendarBody, CalendarRead, SlaClockRead
+
+# --- calendars ------------------------------------------------------------------------------
+
+
+def calendar_view(row: Any) -> CalendarRead:
+    return CalendarRead.model_validate(row)
+
+
+calendar_store = RecordStore(calendars, entity="calendar", view=calendar_view)
+
+
+def _calendar_values(body: CalendarBody) -> dict[str, Any]:
+    """Stored normalised: intervals merged and sorted, holidays sorted and unique."""
+    working = body.working_calendar()
+    return {
+        "name": body.name,
+        "timezone": body.timezone,
+        "always_on": body.always_on,
+        "hours": format_week(working.week),
+        "holidays": sorted({d.isoformat() for d in body.holidays}),
+    }
+
+
+async def create_calendar(conn: AsyncConnection, *, ctx: Context, body: CalendarBody) -> Row[Any]:
+    return await calendar_store.create(conn, ctx, _calendar_values(body))
+
+
+async def replace_calendar(
+    conn: AsyncConnection,
+    *,
+    ctx: Context,
+    calendar_id: uuid.UUID,
+    body: CalendarBody,
+    if_match: str | None,
+) -> Row[Any]:
+    current = await calendar_store.get(conn, calendar_id, lock=True)
+    return await calendar_store.update(
+        conn, ctx, current, _calendar_values(body), if_match=if_match
+    )
+
+
+def snapshot(row: Any) -> dict[str, Any]:
+    """What a clock keeps of its calendar: enough to count without looking it up again."""
+    return {
+        "id": str(row.id),
+        "version": row.version,
+        "timezone": row.timezone,
+        "always_on": row.always_on,
+        "hours": row.hours,
+        "holidays": row.holidays,
+    }
+
+
+# A calendar's id and version name its content for good, so parsed calendars can be shared.
+_parsed: dict[tuple[str, int], WorkingCalendar] = {}
+_PARSED_MAX = 1024
+
+
+def working_calendar(snap: Mapping[str, Any]) -> WorkingCalendar:
+    key = (snap["id"], snap["version"])
+    calendar = _parsed.get(key)
+    if calendar is None:
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        calendar = _parsed[key] = WorkingCalendar(
+            timezone=snap["timezone"],
+            always_on=snap["always_on"],
+            week=parse_week(snap["hours"]),
+            holidays=frozenset(date.fromisoformat(d) for d in snap["holidays"]),
+        )
+    return calendar
+
+
+async def load_calendar(conn: AsyncConnection, calendar_id: uuid.UUID) -> WorkingCalendar:
+    row = await calendar_store.get(conn, calendar_id)
+    return working_calendar(snapshot(row))
+
+
+async def calendar_add(
+    conn: AsyncConnection, *, calendar_id: uuid.UUID, start: datetime, seconds: int
+) -> datetime:
+    return add_seconds(await load_calendar(conn, calendar_id), start, seconds)
+
+
+async def calendar_elapsed(
+    conn: AsyncConnection, *, calendar_id: uuid.UUID, start: datetime, end: datetime
+) -> int:
+    return elapsed_seconds(await load_calendar(conn, calendar_id), start, end)
+
+
+# --- agreements -----------------------------------------------------------------------------
+
+
+def agreement_view(row: Any) -> AgreementRead:
+    return AgreementRead.model_validate(row)
+
+
+agreement_store = RecordStore(agreements, entity="agreement", view=agreement_view)
+
+
+def agreement_scope(principal: Principal) -> list[ColumnElement[bool]]:
+    """Customers read the agreements that can apply to them: their own and the defaults."""
+    if not principal.is_customer:
+        return []
+    return [
+        or_(
+            agreements.c.organization_id.is_(None),
+            *organization_scope(principal, agreements.c.organization_id),
+        )
+    ]
+
+
+async def _check_agreement(
+    conn: AsyncConnection, body: AgreementBody, exclude: uuid.UUID | None = None
+) -> dict[str, Any]:
+    await ensure_exists(conn, organizations, body.organization_id, "organization_id")
+    await ensure_exists(conn, services, body.service_id, "service_id")
+    calendar_ids = {body.calendar_id, *(t.calendar_id for t in body.targets if t.calendar_id)}
+    found = set(
+        (
+            await conn.execute(select(calendars.c.id).where(calendars.c.id.in_(calendar_ids)))
+        ).scalars()
+    )
+    if calendar_ids - found:
+        missing = ", ".join(sorted(str(c) for c in calendar_ids - found))
+        raise Unprocessable.field(("body", "calendar_id"), f"unknown calendars: {missing}")
+    same_scope = select(agreements.c.id).where(
+        agreements.c.organization_id.is_(None)
+        if body.organization_id is None
+        else agreements.c.organization_id == body.organization_id,
+        agreements.c.service_id.is_(None)
+        if body.service_id is None
+        else agreements.c.service_id == body.service_id,
+    )
+    if exclude is not None:
+        same_scope = same_scope.where(agreements.c.id != exclude)
+    if (await conn.execute(same_scope.limit(1))).first() is not None:
+        raise Conflict(
+            "An agreement for this organization and service already exists; change it instead.",
+            slug="duplicate",
+        )
+    values = body.model_dump(mode="json")
+    values["organization_id"] = body.organization_id
+    values["service_id"] = body.service_id
+    values["calendar_id"] = body.calendar_id
+    values["targets"] = sorted(values["targets"], key=lambda t: t["priority"])
+    return values
+
+
+async def create_agreement(conn: AsyncConnection, *, ctx: Context, body: AgreementBody) -> Row[Any]:
+    return await agreement_store.create(conn, ctx, await _check_agreement(conn, body))
+
+
+async def replace_agreement(
+    conn: AsyncConnection,
+    *,
+    ctx: Context,
+    agreement_id: uuid.UUID,
+    body: AgreementBody,
+    if_match: str | None,
+) -> Row[Any]:
+    current = await agreement_store.get(conn, agreement_id, lock=True)
+    values = await _check_agreement(conn, body, exclude=agreement_id)
+    return await agreement_store.update(conn, ctx, current, values, if_match=if_match)
+
+
+def _specificity(row: Any) -> int:
+    return (2 if row.organization_id is not None else 0) + (1 if row.service_id is not None else 0)
+
+
+async def select_agreement(
+    conn: AsyncConnection, organization_id: uuid.UUID, service_id: uuid.UUID | None
+) -> Row[Any] | None:
+    """The most specific agreement: organization + service, organization, service, default."""
+    stmt = select(agreements).where(
+        or_(
+            agreements.c.organization_id == organization_id, agreements.c.organization_id.is_(None)
+        ),
+        or_(agreements.c.service_id == service_id, agreements.c.service_id.is_(None))
+        if service_id is not None
+        else agreements.c.service_id.is_(None),
+    )
+    candidates = (await conn.execute(stmt)).all()
+    return max(candidates, key=_specificity, default=None)
+
+
+# --- clocks ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a clock of an incident is measured against."""
+
+    kind: Kind
+    agreement_id: uuid.UUID
+    calendar: dict[str, Any]
+    target_seconds: int
+    warn_at_percent: int
+
+    @property
+    def calendar_id(self) -> uuid.UUID:
+        return uuid.UUID(self.calendar["id"])
+
+
+async def targets_for(
+    conn: AsyncConnection,
+    *,
+    organization_id: uuid.UUID,
+    service_id: uuid.UUID | None,
+    priority: int,
+) -> dict[Kind, Target]:
+    """The targets of an incident with these values; empty without an agreement or a target
+    for its priority."""
+    agreement = await select_agreement(conn, organization_id, service_id)
+    if agreement is None:
+        return {}
+    target = next((t for t in agreement.targets if t["priority"] == priority), None)
+    if target is None:
+        return {}
+    calendar_id = uuid.UUID(target.get("calendar_id") or str(agreement.calendar_id))
+    row = await calendar_store.get(conn, calendar_id)
+    snap = snapshot(row)
+    return {
+        kind: Target(kind, agreement.id, snap, target[f"{kind}_seconds"], agreement.warn_at_percent)
+        for kind in Kind
+    }
+
+
+def _dump_segments(segments: Iterable[clocks.Segment]) -> list[list[str | None]]:
+    return [[s.isoformat(), e.isoformat() if e else None] for s, e in segments]
+
+
+def _load_segments(stored: Sequence[Sequence[str | None]]) -> tuple[clocks.Segment, ...]:
+    return tuple(
+        (datetime.fromisoformat(str(s)), datetime.fromisoformat(e) if e else None)
+        for s, e in stored
+    )
+
+
+def _clock_values(
+    target: Target,
+    segments: tuple[clocks.Segment, ...],
+    mode: Mode,
+    stopped_at: datetime | None,
+    *,
+    warned: bool,
+    breach_notified: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    clock = Clock(
+        kind=target.kind,
+        calendar=working_calendar(target.calendar),
+        target_seconds=target.target_seconds,
+        warn_at_percent=target.warn_at_percent,
+        segments=segments,
+        mode=mode,
+        stopped_at=stopped_at,
+    )
+    plan = clocks.schedule(clock, warned=warned, breach_notified=breach_notified)
+    return {
+        "kind": target.kind.value,
+        "agreement_id": target.agreement_id,
+        "calendar_id": target.calendar_id,
+        "calendar": target.calendar,
+        "target_seconds": target.target_seconds,
+        "warn_at_percent": target.warn_at_percent,
+        "segments": _dump_segments(segments),
+        "mode": mode.value,
+        "elapsed_closed_us": plan.elapsed_closed_us,
+        "stopped_at": stopped_at,
+        "due_at": plan.due_at,
+        "warn_at": plan.warn_at,
+        "breach_at": plan.breach_at,
+        "warned": warned,
+        "breach_notified": breach_notified,
+        "next_check_at": plan.next_check_at,
+        "updated_at": now,
+    }
+
+
+def _target_of(row: Any) -> Target:
+    return Target(
+        Kind(row.kind), row.agreement_id, row.calendar, row.target_seconds, row.warn_at_percent
+    )
+
+
+async def start_clocks(conn: AsyncConnection, incident: Any, now: datetime) -> None:
+    """Start both clocks of a new incident at its `opened_at`, if an agreement applies."""
+    targets = await targets_for(
+        conn,
+        organization_id=incident.organization_id,
+        service_id=incident.service_id,
+        priority=incident.priority,
+    )
+    if not targets:
+        return
+    segments: tuple[clocks.Segment, ...] = ((incident.opened_at, None),)
+    await conn.execute(
+        insert(sla_clocks),
+        [
+            {
+                "incident_id": incident.id,
+                **_clock_values(
+                    target,
+                    segments,
+                    Mode.running,
+                    None,
+                    warned=False,
+                    breach_notified=False,
+                    now=now,
+                ),
+            }
+            for target in targets.values()
+        ],
+    )
+
+
+def _mode(kind: Kind, incident: Any) -> Mode:
+    return clocks.mode_of(
+        kind,
+        state=incident.state,
+        hold_reason=incident.hold_reason,
+        responded=incident.responded_at is not None,
+    )
+
+
+RETARGETING_FIELDS = ("priority", "organization_id", "service_id")
+
+
+async def follow_incident(conn: AsyncConnection, before: Any, after: Any, now: datetime) -> None:
+    """Keep the clocks in step with an incident write: pause, resume or stop them, and re-target
+    them when the priority (or the organization or service, hence the agreement) changed."""
+    retarget = any(getattr(before, f) != getattr(after, f) for f in RETARGETING_FIELDS)
+    modes_changed = any(_mode(k, before) is not _mode(k, after) for k in Kind)
+    if not retarget and not modes_changed:
+        return
+    rows = {
+        Kind(r.kind): r
+        for r in await conn.execute(select(sla_clocks).where(sla_clocks.c.incident_id == after.id))
+    }
+    if retarget:
+        targets = await targets_for(
+            conn,
+            organization_id=after.organization_id,
+            service_id=after.service_id,
+            priority=after.priority,
+        )
+        if not targets:
+            await conn.execute(delete(sla_clocks).where(sla_clocks.c.incident_id == after.id))
+            return
+        if not rows:
+            # Newly under an agreement: the clocks are what they would have been from the start.
+            await _replace_clocks(conn, after, targets, {}, now)
+            return
+    else:
+        if not rows:
+            return
+        targets = {kind: _target_of(row) for kind, row in rows.items()}
+    for kind, row in rows.items():
+        mode_before, mode_after = _mode(kind, before), _mode(kind, after)
+        segments = clocks.advance(_load_segments(row.segments), mode_before, mode_after, now)
+        stopped_at = row.stopped_at
+        if mode_after is not mode_before:
+            stopped_at = now if mode_after is Mode.stopped else None
+        values = _clock_values(
+            targets[kind],
+            segments,
+            mode_after,
+            stopped_at,
+            warned=row.warned,
+            breach_notified=row.breach_notified,
+            now=now,
+        )
+        await conn.execute(
+            update(sla_clocks)
+            .where(sla_clocks.c.incident_id == after.id, sla_clocks.c.kind == kind.value)
+            .values(**values)
+        )
+
+
+async def _replace_clocks(
+    conn: AsyncConnection,
+    incident: Any,
+    targets: Mapping[Kind, Target],
+    previous: Mapping[Kind, Any],
+    now: datetime,
+) -> None:
+    """Write clocks rebuilt from the journal; events already emitted are not emitted again."""
+    replayed = clocks.replay(incident.opened_at, await _history(conn, incident))
+    await conn.execute(delete(sla_clocks).where(sla_clocks.c.incident_id == incident.id))
+    rows = []
+    for kind, target in targets.items():
+        state = replayed[kind]
+        old = previous.get(kind)
+        rows.append(
+            {
+                "incident_id": incident.id,
+                **_clock_values(
+                    target,
+                    state.segments,
+                    state.mode,
+                    state.stopped_at,
+                    warned=bool(old and old.warned),
+                    breach_notified=bool(old and old.breach_notified),
+                    now=now,
+                ),
+            }
+        )
+    if rows:
+        await conn.execute(insert(sla_clocks), rows)
+
+
+async def _history(conn: AsyncConnection, incident: Any) -> list[Moment]:
+    """The incident's clock-relevant history from its journal: state and hold-reason changes
+    and the first public comment by staff, each with its time."""
+    entries = (
+        await conn.execute(
+            select(journal_entries)
+            .where(
+                journal_entries.c.record_id == incident.id,
+                or_(
+                    journal_entries.c.field.in_(("state", "hold_reason")),
+                    (journal_entries.c.kind == EntryKind.comment)
+                    & journal_entries.c.public.is_(True),
+                ),
+            )
+            .order_by(journal_entries.c.created_at, journal_entries.c.id)
+        )
+    ).all()
+    state, hold_reason, responded = "new", None, False
+    moments: list[Moment] = []
+    # The entries of one write share its instant: the incident is what all of them made it.
+    for at, group in itertools.groupby(entries, key=lambda e: e.created_at):
+        for entry in group:
+            if entry.kind == EntryKind.comment:
+                responded = responded or entry.author_role in STAFF
+            elif entry.field == "state":
+                state = entry.new
+                responded = responded or state in RESPONDING
+                if state != "on_hold":
+                    hold_reason = None
+            elif entry.field == "hold_reason":
+                hold_reason = entry.new
+        moments.append(Moment(at, state, hold_reason, responded))
+    return moments
+
+
+async def rebuild_clocks(conn: AsyncConnection, incident: Any, now: datetime) -> None:
+    """Recompute the clocks from the journal and the agreement that applies now."""
+    previous = {
+        Kind(r.kind): r
+        for r in await conn.execute(
+            select(sla_clocks).where(sla_clocks.c.incident_id == incident.id)
+        )
+    }
+    targets = await targets_for(
+        conn,
+        organization_id=incident.organization_id,
+        service_id=incident.service_id,
+        priority=incident.priority,
+    )
+    await _replace_clocks(conn, incident, targets, previous, now)
+
+
+async def clock_views(
+    conn: AsyncConnection, incident_ids: Sequence[uuid.UUID], now: datetime
+) -> dict[uuid.UUID, list[SlaClockRead]]:
+    """The `sla` field of these incidents, as of `now` (one query for all of them)."""
+    views: dict[uuid.UUID, list[SlaClockRead]] = {}
+    if not incident_ids:
+        return views
+    stmt = (
+        select(sla_clocks)
+        .where(sla_clocks.c.incident_id.in_(incident_ids))
+        .order_by(sla_clocks.c.incident_id, sla_clocks.c.kind.desc())
+    )
+    for row in await conn.execute(stmt):
+        views.setdefault(row.incident_id, []).append(clock_view(row, now))
+    return views
+
+
+def clock_view(row: Any, now: datetime) -> SlaClockRead:
+    segments = row.segments
+    running_since = (
+        datetime.fromisoformat(segments[-1][0]) if segments and segments[-1][1] is None else None
+    )
+    reading = clocks.read(
+        working_calendar(row.calendar),
+        mode=Mode(row.mode),
+        target_seconds=row.target_seconds,
+        closed_us=row.elapsed_closed_us,
+        running_since=running_since,
+        now=now,
+    )
+    return SlaClockRead(
+        kind=row.kind,
+        agreement_id=row.agreement_id,
+        target_seconds=row.target_seconds,
+        elapsed_seconds=reading.elapsed_seconds,
+        due_at=row.due_at,
+        state=reading.state,
+        breached=reading.breached,
+        percent=reading.percent,
+        stopped_at=row.stopped_at,
+    )

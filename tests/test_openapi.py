@@ -1,0 +1,39 @@
+"""openapi/openapi.json is the app's own document: regenerate it with
+`sdms export-openapi --output openapi/openapi.json` when the API changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.cli import openapi_document
+
+EXPORTED = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
+
+
+def test_the_exported_document_is_fresh() -> None:
+    assert EXPORTED.read_text(encoding="utf-8") == openapi_document(), (
+        "openapi/openapi.json is stale: run `sdms export-openapi --output openapi/openapi.json`"
+    )
+
+
+def test_the_contracts_paths_are_documented() -> None:
+    paths = json.loads(EXPORTED.read_text(encoding="utf-8"))["paths"]
+    for path in (
+        "/api/v1/incidents",
+        "/api/v1/incidents/{incident_id}/transitions",
+        "/api/v1/incidents/{incident_id}/confirm",
+        "/api/v1/incidents/{incident_id}/reject",
+        "/api/v1/incidents/{incident_id}/journal",
+        "/api/v1/incidents/{incident_id}/escalations",
+        "/api/v1/incidents/{incident_id}/sla/rebuild",
+        "/api/v1/organizations",
+        "/api/v1/users/{user_id}/api-keys/{key_id}",
+        "/api/v1/me",
+        "/api/v1/slm/calendars/{calendar_id}/add",
+        "/api/v1/slm/metrics",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
+        assert path in paths, path
