@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app.core import errors, idempotency
@@ -24,7 +24,6 @@ from app.metrics import incident_gauges, sla_gauges
 from app.slm import jobs as slm_jobs
 from app.slm.router import router as slm_router
 
-API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1024 * 1024
 
 
@@ -98,12 +97,8 @@ def create_app(
         RequestContextMiddleware, access_log=settings.access_log, max_body_bytes=MAX_BODY_BYTES
     )
 
-    api = APIRouter(prefix=API_PREFIX)
-    api.include_router(identity_router)
-    api.include_router(incidents_router)
-    api.include_router(slm_router)
-    app.include_router(api)
-    app.include_router(health_router)
+    for router in (identity_router, incidents_router, slm_router, health_router):
+        app.include_router(router)
     return app
 
 

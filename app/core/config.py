@@ -8,6 +8,9 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Everything but the operations endpoints lives under this path.
+API_PREFIX = "/api/v1"
+
 
 class InstanceRole(StrEnum):
     standalone = "standalone"
@@ -28,8 +31,9 @@ class Settings(BaseSettings):
     worker_interval_seconds: float = Field(default=2.0, gt=0, le=60)
     idempotency_ttl_hours: int = Field(default=48, ge=24)
 
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_max_overflow: int = Field(default=20, ge=0, le=200)
+    # A request holds one connection: size the pool for the requests in flight per process.
+    db_pool_size: int = Field(default=20, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
     log_level: str = "INFO"
     access_log: bool = False
 

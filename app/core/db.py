@@ -92,10 +92,17 @@ def _json_loads(value: Any) -> Any:
     return orjson.loads(value)
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 20, max_overflow: int = 10, pool_timeout: float = 30
+) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(
-            url, json_serializer=_json_dumps, json_deserializer=_json_loads
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            json_serializer=_json_dumps,
+            json_deserializer=_json_loads,
         )
         _configure_sqlite(engine)
         return engine
@@ -103,6 +110,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         pool_pre_ping=False,
         json_serializer=_json_dumps,
         json_deserializer=_json_loads,
@@ -138,6 +146,10 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # SQLite: SERIALIZABLE makes the begin hook issue BEGIN IMMEDIATE.
+        self.write_isolation = (
+            "SERIALIZABLE" if engine.dialect.name == "sqlite" else "READ COMMITTED"
+        )
 
     @property
     def dialect(self) -> str:
@@ -150,8 +162,19 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction, committed when the block ends without an exception."""
+        """One transaction on a connection of its own, committed when the block ends without
+        an exception (jobs, the CLI)."""
         async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def transaction_on(self, conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+        """One transaction on a connection taken from `read()` (a request's own connection),
+        committed when the block ends without an exception. The connection leaves autocommit
+        mode for it; the pool resets that when the connection is returned."""
+        await conn.commit()  # ends the autocommit connection's implicit (empty) transaction
+        await conn.execution_options(isolation_level=self.write_isolation)
+        async with conn.begin():
             yield conn
 
     async def dispose(self) -> None:

@@ -41,17 +41,20 @@ ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-async def read_connection(db: DbDep) -> AsyncIterator[AsyncConnection]:
-    """An autocommit connection for reads: no BEGIN/ROLLBACK round trips."""
+async def request_connection(db: DbDep) -> AsyncIterator[AsyncConnection]:
+    """The one pooled connection of a request, in autocommit mode: authentication and reads
+    use it without BEGIN/ROLLBACK round trips, and a write turns it into one transaction
+    (`WriteContext.run`). A request never holds two connections, so a busy pool can only
+    make requests wait, never deadlock them."""
     async with db.read() as conn:
         yield conn
 
 
-ReadConn = Annotated[AsyncConnection, Depends(read_connection)]
+ReadConn = Annotated[AsyncConnection, Depends(request_connection)]
 
 
 async def current_principal(
-    db: DbDep,
+    conn: ReadConn,
     settings: SettingsDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
@@ -68,8 +71,7 @@ async def current_principal(
     admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
     if bootstrap_key_matches(token, admin_key):
         return BOOTSTRAP_ADMIN
-    async with db.read() as conn:
-        principal = await principal_for_key(conn, token)
+    principal = await principal_for_key(conn, token)
     if principal is None:
         raise Unauthorized("The API key is unknown, revoked, or its user is disabled.")
     return principal
@@ -108,6 +110,7 @@ class WriteContext:
         self,
         request: Request,
         db: DbDep,
+        conn: ReadConn,
         clock: ClockDep,
         settings: SettingsDep,
         principal: CurrentPrincipal,
@@ -122,6 +125,7 @@ class WriteContext:
     ) -> None:
         self.request = request
         self.db = db
+        self.conn = conn
         self.clock = clock
         self.settings = settings
         self.principal = principal
@@ -142,7 +146,7 @@ class WriteContext:
             fingerprint = idempotency.fingerprint(
                 self.request.method, self.request.url.path, await self.request.body()
             )
-        async with self.db.transaction() as conn:
+        async with self.db.transaction_on(self.conn) as conn:
             if key is not None:
                 stored = await idempotency.claim(
                     conn, principal_id=principal_id, key=key, fingerprint=fingerprint, now=now

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from app.core.auth import Role
+from app.core.config import API_PREFIX
 from app.core.context import Context
 from app.core.deps import Admin, CurrentPrincipal, Manager, ReadConn, Staff, Write
 from app.core.pagination import PageParams, page_params
@@ -39,7 +40,7 @@ from app.identity.schemas import (
     UserRead,
 )
 
-router = APIRouter()
+router = APIRouter(prefix=API_PREFIX)
 PageDep = Annotated[PageParams, Depends(page_params)]
 IdList = Annotated[list[uuid.UUID], Query(max_length=50)]
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
+from app.core.config import API_PREFIX
 from app.core.context import Context
 from app.core.deps import ClockDep, CurrentPrincipal, Manager, ReadConn, Write
 from app.core.pagination import PageParams, page_params
@@ -28,7 +29,9 @@ from app.incidents.schemas import (
 )
 from app.itil.journal import JournalEntryRead, list_entries
 
-router = APIRouter(prefix="/incidents", tags=["incidents"])
+# Routers carry the full prefix themselves, so that a matched route knows its whole template
+# (the metrics label requests by it).
+router = APIRouter(prefix=f"{API_PREFIX}/incidents", tags=["incidents"])
 
 PageDep = Annotated[PageParams, Depends(page_params)]
 IncidentRef = Annotated[

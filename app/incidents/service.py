@@ -208,8 +208,7 @@ async def create_incident(conn: AsyncConnection, *, ctx: Context, data: Incident
     journal = JournalWriter(RECORD_TYPE, row.id, principal, now)
     journal.field_changes({}, {"state": State.new})
     log = await journal.flush(conn)
-    await slm.start_clocks(conn, row, now)
-    incident = await with_clocks(conn, row, now)
+    incident = Incident(row, await slm.start_clocks(conn, row, now))
     log.append(Change("incident", row.id, "incident.created", incident.admin_data(), row.version))
     await ctx.log_all(conn, log)
     return incident
@@ -238,8 +237,7 @@ async def _apply(
     visible = {k: v for k, v in changes.items() if k not in INTERNAL_FIELDS}
     journal.field_changes(current._mapping, visible, note=note)
     log = await journal.flush(conn)
-    await slm.follow_incident(conn, current, row, ctx.now)
-    incident = await with_clocks(conn, row, ctx.now)
+    incident = Incident(row, await slm.follow_incident(conn, current, row, ctx.now))
     log.append(Change("incident", row.id, event, incident.admin_data(), row.version))
     await ctx.log_all(conn, log)
     return incident
@@ -290,8 +288,10 @@ async def transition(
         actor_id=ctx.principal.author_id,
         now=ctx.now,
     )
-    if "assignee_id" in plan.changes and plan.changes["assignee_id"] != current.assignee_id:
-        await ensure_staff_user(conn, plan.changes["assignee_id"], "assignee_id")
+    assignee = plan.changes.get("assignee_id")
+    # The caller is an authenticated, active staff user: no need to look it up again.
+    if assignee not in (None, current.assignee_id, ctx.principal.user_id):
+        await ensure_staff_user(conn, assignee, "assignee_id")
     return await apply_plan(conn, ctx, current, plan)
 
 
@@ -447,8 +447,7 @@ async def rebuild_sla(conn: AsyncConnection, *, ctx: Context, ref: str) -> Incid
     """Recompute the SLA clocks from the journal and the agreement (e.g. after a holiday was
     added retroactively). The incident record itself does not change."""
     current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
-    await slm.rebuild_clocks(conn, current, ctx.now)
-    incident = await with_clocks(conn, current, ctx.now)
+    incident = Incident(current, await slm.rebuild_clocks(conn, current, ctx.now))
     await ctx.log_changes(
         conn,
         Change(

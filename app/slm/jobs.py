@@ -51,7 +51,7 @@ async def sla_events(db: Database, settings: Settings, now: datetime) -> int:
 
 async def _emit_due_events(conn: AsyncConnection, ctx: Context, clock: Any) -> None:
     now = ctx.now
-    view = clock_view(clock, now)
+    view = clock_view(clock._mapping, now)
     data = {
         "incident_id": str(clock.incident_id),
         "number": clock.number,

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
+from app.core.config import API_PREFIX
 from app.core.context import Context
 from app.core.deps import Admin, ClockDep, CurrentPrincipal, Manager, ReadConn, Write
 from app.core.pagination import PageParams, page_params
@@ -37,7 +38,7 @@ from app.slm.schemas import (
     MetricsResult,
 )
 
-router = APIRouter(prefix="/slm", tags=["slm"])
+router = APIRouter(prefix=f"{API_PREFIX}/slm", tags=["slm"])
 PageDep = Annotated[PageParams, Depends(page_params)]
 
 

@@ -321,8 +321,9 @@ def _target_of(row: Any) -> Target:
     )
 
 
-async def start_clocks(conn: AsyncConnection, incident: Any, now: datetime) -> None:
-    """Start both clocks of a new incident at its `opened_at`, if an agreement applies."""
+async def start_clocks(conn: AsyncConnection, incident: Any, now: datetime) -> list[SlaClockRead]:
+    """Start both clocks of a new incident at its `opened_at`, if an agreement applies;
+    answers the incident's `sla`."""
     targets = await targets_for(
         conn,
         organization_id=incident.organization_id,
@@ -330,26 +331,25 @@ async def start_clocks(conn: AsyncConnection, incident: Any, now: datetime) -> N
         priority=incident.priority,
     )
     if not targets:
-        return
+        return []
     segments: tuple[clocks.Segment, ...] = ((incident.opened_at, None),)
-    await conn.execute(
-        insert(sla_clocks),
-        [
-            {
-                "incident_id": incident.id,
-                **_clock_values(
-                    target,
-                    segments,
-                    Mode.running,
-                    None,
-                    warned=False,
-                    breach_notified=False,
-                    now=now,
-                ),
-            }
-            for target in targets.values()
-        ],
-    )
+    rows = [
+        {
+            "incident_id": incident.id,
+            **_clock_values(
+                target,
+                segments,
+                Mode.running,
+                None,
+                warned=False,
+                breach_notified=False,
+                now=now,
+            ),
+        }
+        for target in targets.values()
+    ]
+    await conn.execute(insert(sla_clocks), rows)
+    return _views(rows, now)
 
 
 def _mode(kind: Kind, incident: Any) -> Mode:
@@ -364,13 +364,13 @@ def _mode(kind: Kind, incident: Any) -> Mode:
 RETARGETING_FIELDS = ("priority", "organization_id", "service_id")
 
 
-async def follow_incident(conn: AsyncConnection, before: Any, after: Any, now: datetime) -> None:
+async def follow_incident(
+    conn: AsyncConnection, before: Any, after: Any, now: datetime
+) -> list[SlaClockRead]:
     """Keep the clocks in step with an incident write: pause, resume or stop them, and re-target
-    them when the priority (or the organization or service, hence the agreement) changed."""
+    them when the priority (or the organization or service, hence the agreement) changed.
+    Answers the incident's `sla` after the write."""
     retarget = any(getattr(before, f) != getattr(after, f) for f in RETARGETING_FIELDS)
-    modes_changed = any(_mode(k, before) is not _mode(k, after) for k in Kind)
-    if not retarget and not modes_changed:
-        return
     rows = {
         Kind(r.kind): r
         for r in await conn.execute(select(sla_clocks).where(sla_clocks.c.incident_id == after.id))
@@ -384,17 +384,18 @@ async def follow_incident(conn: AsyncConnection, before: Any, after: Any, now: d
         )
         if not targets:
             await conn.execute(delete(sla_clocks).where(sla_clocks.c.incident_id == after.id))
-            return
+            return []
         if not rows:
             # Newly under an agreement: the clocks are what they would have been from the start.
-            await _replace_clocks(conn, after, targets, {}, now)
-            return
+            return await _replace_clocks(conn, after, targets, {}, now)
     else:
-        if not rows:
-            return
         targets = {kind: _target_of(row) for kind, row in rows.items()}
+    current: list[Mapping[Any, Any]] = []
     for kind, row in rows.items():
         mode_before, mode_after = _mode(kind, before), _mode(kind, after)
+        if mode_before is mode_after and not retarget:
+            current.append(row._mapping)
+            continue
         segments = clocks.advance(_load_segments(row.segments), mode_before, mode_after, now)
         stopped_at = row.stopped_at
         if mode_after is not mode_before:
@@ -413,6 +414,8 @@ async def follow_incident(conn: AsyncConnection, before: Any, after: Any, now: d
             .where(sla_clocks.c.incident_id == after.id, sla_clocks.c.kind == kind.value)
             .values(**values)
         )
+        current.append({"incident_id": after.id, **values})
+    return _views(current, now)
 
 
 async def _replace_clocks(
@@ -421,7 +424,7 @@ async def _replace_clocks(
     targets: Mapping[Kind, Target],
     previous: Mapping[Kind, Any],
     now: datetime,
-) -> None:
+) -> list[SlaClockRead]:
     """Write clocks rebuilt from the journal; events already emitted are not emitted again."""
     replayed = clocks.replay(incident.opened_at, await _history(conn, incident))
     await conn.execute(delete(sla_clocks).where(sla_clocks.c.incident_id == incident.id))
@@ -445,6 +448,7 @@ async def _replace_clocks(
         )
     if rows:
         await conn.execute(insert(sla_clocks), rows)
+    return _views(rows, now)
 
 
 async def _history(conn: AsyncConnection, incident: Any) -> list[Moment]:
@@ -482,7 +486,7 @@ async def _history(conn: AsyncConnection, incident: Any) -> list[Moment]:
     return moments
 
 
-async def rebuild_clocks(conn: AsyncConnection, incident: Any, now: datetime) -> None:
+async def rebuild_clocks(conn: AsyncConnection, incident: Any, now: datetime) -> list[SlaClockRead]:
     """Recompute the clocks from the journal and the agreement that applies now."""
     previous = {
         Kind(r.kind): r
@@ -496,7 +500,7 @@ async def rebuild_clocks(conn: AsyncConnection, incident: Any, now: datetime) ->
         service_id=incident.service_id,
         priority=incident.priority,
     )
-    await _replace_clocks(conn, incident, targets, previous, now)
+    return await _replace_clocks(conn, incident, targets, previous, now)
 
 
 async def clock_views(
@@ -512,31 +516,37 @@ async def clock_views(
         .order_by(sla_clocks.c.incident_id, sla_clocks.c.kind.desc())
     )
     for row in await conn.execute(stmt):
-        views.setdefault(row.incident_id, []).append(clock_view(row, now))
+        views.setdefault(row.incident_id, []).append(clock_view(row._mapping, now))
     return views
 
 
-def clock_view(row: Any, now: datetime) -> SlaClockRead:
-    segments = row.segments
+def _views(clock_rows: Iterable[Mapping[Any, Any]], now: datetime) -> list[SlaClockRead]:
+    """Views of one incident's clocks, response first (the order `clock_views` answers)."""
+    return sorted((clock_view(r, now) for r in clock_rows), key=lambda v: v.kind != "response")
+
+
+def clock_view(clock: Mapping[Any, Any], now: datetime) -> SlaClockRead:
+    """A clock as the API shows it, as of `now` (from a stored row or the values written)."""
+    segments = clock["segments"]
     running_since = (
         datetime.fromisoformat(segments[-1][0]) if segments and segments[-1][1] is None else None
     )
     reading = clocks.read(
-        working_calendar(row.calendar),
-        mode=Mode(row.mode),
-        target_seconds=row.target_seconds,
-        closed_us=row.elapsed_closed_us,
+        working_calendar(clock["calendar"]),
+        mode=Mode(clock["mode"]),
+        target_seconds=clock["target_seconds"],
+        closed_us=clock["elapsed_closed_us"],
         running_since=running_since,
         now=now,
     )
     return SlaClockRead(
-        kind=row.kind,
-        agreement_id=row.agreement_id,
-        target_seconds=row.target_seconds,
+        kind=clock["kind"],
+        agreement_id=clock["agreement_id"],
+        target_seconds=clock["target_seconds"],
         elapsed_seconds=reading.elapsed_seconds,
-        due_at=row.due_at,
+        due_at=clock["due_at"],
         state=reading.state,
         breached=reading.breached,
         percent=reading.percent,
-        stopped_at=row.stopped_at,
+        stopped_at=clock["stopped_at"],
     )

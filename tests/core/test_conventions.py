@@ -15,7 +15,7 @@ from httpx import ASGITransport, AsyncClient
 
 from app.core.clock import ManualClock
 from app.core.config import Settings
-from app.core.db import Database
+from app.core.db import Database, create_engine
 from app.main import create_app
 from tests.factories import Api, World, make_org, ok, problem
 
@@ -624,3 +624,27 @@ async def test_tenancy_of_other_organizations_records_in_lists(world: World) -> 
     assert all("assignee_id" not in i for i in seen)
     problem(await world.customer_a.get(f"/incidents/{theirs['id']}"), 404)
     problem(await world.customer_a.get(f"/incidents/{theirs['number']}"), 404)
+
+
+async def test_a_small_pool_serves_many_concurrent_requests(
+    world: World, database: Database, settings: Settings, clock: ManualClock
+) -> None:
+    """A request holds one connection at a time: with 2 pooled connections, 24 concurrent
+    requests queue for them instead of each holding one while waiting for another."""
+    incident = await world.incident()
+    small = Database(
+        create_engine(str(database.engine.url), pool_size=2, max_overflow=0, pool_timeout=10)
+    )
+    app = create_app(settings, clock=clock, database=small, jobs=[])
+    try:
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as http:
+            api = Api(http, world.agent.key)
+            reads = [api.get(f"/incidents/{incident['id']}") for _ in range(16)]
+            writes = [
+                api.post(f"/incidents/{incident['id']}/comments", json={"body": f"note {n}"})
+                for n in range(8)
+            ]
+            responses = await asyncio.gather(*reads, *writes)
+    finally:
+        await small.dispose()
+    assert [r.status_code for r in responses] == [200] * 16 + [201] * 8
