@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import JSON
 
 from app.core.db import BigIntPK, UTCDateTime, metadata
+from app.core.sql import Query
 
 change_log = Table(
     "change_log",
@@ -49,6 +50,15 @@ change_log = Table(
 Index("ix_change_log_entity", change_log.c.entity, change_log.c.entity_id)
 
 
+# On PostgreSQL each row also records its transaction (see the module docstring).
+_APPEND = {
+    "postgresql": Query(
+        insert(change_log), json=("data",), row_values={"tx_id": func.txid_current()}
+    ),
+    "sqlite": Query(insert(change_log), json=("data",)),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     entity: str
@@ -64,11 +74,8 @@ async def append(
     """Append changes inside the caller's transaction (one statement for all of them)."""
     if not changes:
         return
-    values: dict[str, Any] = {}
-    if conn.dialect.name == "postgresql":
-        values["tx_id"] = func.txid_current()
-    await conn.execute(
-        insert(change_log).values(**values),
+    await _APPEND[conn.dialect.name].insert_many(
+        conn,
         [
             {
                 "region": region,

@@ -7,7 +7,7 @@ docs/architecture.md for why (hot-path cost, explicit SQL).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -16,13 +16,17 @@ import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     DateTime,
     Dialect,
     Integer,
     MetaData,
     Uuid,
+    any_,
+    bindparam,
     event,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
@@ -80,8 +84,9 @@ def record_columns() -> list[Column[Any]]:
     ]
 
 
-def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+def json_dumps(value: Any) -> str:
+    # As the API writes JSON (UTC as `Z`): the change log keeps records as the API shows them.
+    return orjson.dumps(value, default=str, option=orjson.OPT_UTC_Z).decode()
 
 
 def _json_loads(value: Any) -> Any:
@@ -101,7 +106,7 @@ def create_engine(
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
-            json_serializer=_json_dumps,
+            json_serializer=json_dumps,
             json_deserializer=_json_loads,
         )
         _configure_sqlite(engine)
@@ -112,7 +117,7 @@ def create_engine(
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
         pool_pre_ping=False,
-        json_serializer=_json_dumps,
+        json_serializer=json_dumps,
         json_deserializer=_json_loads,
     )
 
@@ -179,3 +184,18 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def one_of(column: ColumnElement[Any], values: Sequence[Any], dialect: str) -> ColumnElement[bool]:
+    """`column IN values`, written so that the SQL text does not depend on how many values there
+    are: `=` for one, `= ANY(array)` on PostgreSQL. (An expanding IN is re-rendered at every
+    execution, and on PostgreSQL every length is another prepared statement.)"""
+    condition: ColumnElement[bool]
+    if len(values) == 1:
+        condition = column == values[0]
+    elif dialect == "postgresql":
+        array = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        condition = column == any_(array)
+    else:
+        condition = column.in_(list(values))
+    return condition

@@ -1,9 +1,16 @@
-"""FastAPI dependencies shared by every router: database, clock, principal, roles, writes."""
+"""FastAPI dependencies shared by every router: the call (connection, caller, time), roles,
+and the one write path.
+
+Every dependency is a node FastAPI resolves on each request, so they are few: `Call` carries
+what a handler needs, built by one dependency; role checks and `Write` build on it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,48 +23,63 @@ from app.core.config import Settings
 from app.core.context import Context
 from app.core.db import Database
 from app.core.errors import Forbidden, Unauthorized
-from app.core.responses import JSON, Reply
+from app.core.observability import on_request_end
+from app.core.responses import JSON, Reply, dump_json
 
 MAX_AUTHORIZATION_LENGTH = 512
+_CONNECTION = "sdms.connection"
 
 
-def get_db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def get_clock(request: Request) -> Clock:
-    clock: Clock = request.app.state.clock
-    return clock
-
-
-def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-DbDep = Annotated[Database, Depends(get_db)]
-ClockDep = Annotated[Clock, Depends(get_clock)]
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-
-
-async def request_connection(db: DbDep) -> AsyncIterator[AsyncConnection]:
+async def request_connection(request: Request) -> AsyncConnection:
     """The one pooled connection of a request, in autocommit mode: authentication and reads
     use it without BEGIN/ROLLBACK round trips, and a write turns it into one transaction
-    (`WriteContext.run`). A request never holds two connections, so a busy pool can only
-    make requests wait, never deadlock them."""
-    async with db.read() as conn:
-        yield conn
+    (`WriteContext.run`). A request never holds two connections, so a busy pool can only make
+    requests wait, never deadlock them. The request middleware returns it to the pool once the
+    response is sent (a yield dependency would cost a cancel scope and an exit stack)."""
+    conn: AsyncConnection | None = request.scope.get(_CONNECTION)
+    if conn is None:
+        db: Database = request.app.state.db
+        conn = await db.reader.connect()
+        request.scope[_CONNECTION] = conn
+        on_request_end(request.scope, conn.close)
+    return conn
 
 
 ReadConn = Annotated[AsyncConnection, Depends(request_connection)]
 
 
-async def current_principal(
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a handler knows of its request: the connection, the caller, the app's parts."""
+
+    conn: AsyncConnection
+    principal: Principal
+    state: Any  # the app's state: db, settings, clock
+
+    @property
+    def db(self) -> Database:
+        db: Database = self.state.db
+        return db
+
+    @property
+    def settings(self) -> Settings:
+        settings: Settings = self.state.settings
+        return settings
+
+    @property
+    def clock(self) -> Clock:
+        clock: Clock = self.state.clock
+        return clock
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+
+async def current_call(
+    request: Request,
     conn: ReadConn,
-    settings: SettingsDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Principal:
+) -> Call:
     from app.identity.service import principal_for_key  # identity owns the key tables
 
     if authorization is None:
@@ -68,37 +90,39 @@ async def current_principal(
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Use the Bearer scheme: `Authorization: Bearer <key>`.")
+    state = request.app.state
+    settings: Settings = state.settings
     admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
     if bootstrap_key_matches(token, admin_key):
-        return BOOTSTRAP_ADMIN
+        return Call(conn, BOOTSTRAP_ADMIN, state)
     principal = await principal_for_key(conn, token)
     if principal is None:
         raise Unauthorized("The API key is unknown, revoked, or its user is disabled.")
-    return principal
+    return Call(conn, principal, state)
 
 
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+CurrentCall = Annotated[Call, Depends(current_call)]
 
 
-def require_role(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+def require_role(*roles: Role) -> Callable[[Call], Awaitable[Call]]:
     allowed: Collection[Role] = frozenset(roles)
 
-    async def check(principal: CurrentPrincipal) -> Principal:
-        if principal.role not in allowed:
+    async def check(call: CurrentCall) -> Call:
+        role = call.principal.role
+        if role not in allowed:
             raise Forbidden(
-                f"This needs one of the roles {', '.join(sorted(allowed))}; "
-                f"the caller is {principal.role}."
+                f"This needs one of the roles {', '.join(sorted(allowed))}; the caller is {role}."
             )
-        return principal
+        return call
 
     return check
 
 
 Staff = Annotated[
-    Principal, Depends(require_role(Role.admin, Role.manager, Role.agent, Role.integration))
+    Call, Depends(require_role(Role.admin, Role.manager, Role.agent, Role.integration))
 ]
-Manager = Annotated[Principal, Depends(require_role(Role.admin, Role.manager))]
-Admin = Annotated[Principal, Depends(require_role(Role.admin))]
+Manager = Annotated[Call, Depends(require_role(Role.admin, Role.manager))]
+Admin = Annotated[Call, Depends(require_role(Role.admin))]
 
 Action = Callable[[AsyncConnection, Context], Awaitable[Reply]]
 
@@ -106,47 +130,26 @@ Action = Callable[[AsyncConnection, Context], Awaitable[Reply]]
 class WriteContext:
     """The one write path: a transaction, the Idempotency-Key, commit, then the answer."""
 
-    def __init__(
-        self,
-        request: Request,
-        db: DbDep,
-        conn: ReadConn,
-        clock: ClockDep,
-        settings: SettingsDep,
-        principal: CurrentPrincipal,
-        idempotency_key: Annotated[
-            str | None,
-            Header(
-                alias="Idempotency-Key",
-                max_length=255,
-                description="Repeat a create safely: the same key and body replay the answer.",
-            ),
-        ] = None,
-    ) -> None:
+    def __init__(self, request: Request, call: Call, idempotency_key: str | None) -> None:
         self.request = request
-        self.db = db
-        self.conn = conn
-        self.clock = clock
-        self.settings = settings
-        self.principal = principal
-        self.idempotency_key = (
-            idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
-        )
+        self.call = call
+        self.idempotency_key = idempotency_key
 
     @property
     def if_match(self) -> str | None:
         return self.request.headers.get("if-match")
 
     async def run(self, action: Action) -> Response:
-        now = self.clock.now()
+        call = self.call
+        now = call.now()
         key = self.idempotency_key
-        principal_id = self.principal.user_id
+        principal_id = call.principal.user_id
         fingerprint = ""
         if key is not None:
             fingerprint = idempotency.fingerprint(
                 self.request.method, self.request.url.path, await self.request.body()
             )
-        async with self.db.transaction_on(self.conn) as conn:
+        async with call.db.transaction_on(call.conn) as conn:
             if key is not None:
                 stored = await idempotency.claim(
                     conn, principal_id=principal_id, key=key, fingerprint=fingerprint, now=now
@@ -154,8 +157,8 @@ class WriteContext:
                 if stored is not None:
                     headers = {**stored.headers, "Idempotent-Replayed": "true"}
                     return Response(stored.body, stored.status_code, headers, media_type=JSON)
-            reply = await action(conn, Context(self.principal, now, self.settings))
-            body = reply.body.model_dump_json().encode()
+            reply = await action(conn, Context(call.principal, now, call.settings))
+            body = dump_json(reply.body)
             headers = reply.headers()
             if key is not None:
                 await idempotency.store(
@@ -169,4 +172,20 @@ class WriteContext:
         return Response(body, reply.status, headers, media_type=JSON)
 
 
-Write = Annotated[WriteContext, Depends()]
+async def write_context(
+    request: Request,
+    call: CurrentCall,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Repeat a create safely: the same key and body replay the answer.",
+        ),
+    ] = None,
+) -> WriteContext:
+    key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
+    return WriteContext(request, call, key)
+
+
+Write = Annotated[WriteContext, Depends(write_context)]

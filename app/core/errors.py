@@ -144,10 +144,10 @@ def _http_error_handler(_request: Request, exc: Exception) -> Response:
 def _db_error_handler(request: Request, exc: Exception) -> Response:
     """Constraint and data errors the service checks missed: a client problem, never SQL text."""
     assert isinstance(exc, DBAPIError)
-    if isinstance(exc, IntegrityError):
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if isinstance(exc, IntegrityError) or (isinstance(code, str) and code.startswith("23")):
         log.info("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
         return problem_response(409, "The request conflicts with existing data.", slug="conflict")
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     if isinstance(code, str) and code.startswith("22"):
         log.info("data error on %s %s: %s", request.method, request.url.path, exc.orig)
         return problem_response(422, "A value in the request is out of range or malformed.")

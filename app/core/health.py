@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse, Response
 
-from app.core.deps import DbDep
+from app.core.db import Database
 from app.core.migrate import current_revision, head_revision
 from app.core.observability import metrics_text
 
@@ -24,8 +24,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "Not ready"}})
-async def readyz(db: DbDep) -> Response:
+async def readyz(request: Request) -> Response:
     """The database answers and its schema is at the latest migration."""
+    db: Database = request.app.state.db
     head = head_revision()
     try:
         async with db.read() as conn:
@@ -44,9 +45,10 @@ async def readyz(db: DbDep) -> Response:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request, db: DbDep) -> Response:
+async def metrics(request: Request) -> Response:
     """Prometheus text format: requests and latencies by route, and the domain gauges that
     the app registered (`app.state.domain_metrics`), read from the database at scrape time."""
+    db: Database = request.app.state.db
     body, content_type = metrics_text()
     for collect in request.app.state.domain_metrics:
         body += await collect(db)

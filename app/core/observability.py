@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
+import secrets
 import time
-import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import (
@@ -49,15 +51,33 @@ def metrics_text() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
+_PROCESS_TAG = secrets.token_hex(8)
+_request_counter = itertools.count(1)
+
+
+def _new_request_id() -> bytes:
+    """Unique per process run and request, without a system call per request."""
+    return f"{_PROCESS_TAG}-{next(_request_counter):x}".encode()
+
+
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
 
 
+_CLEANUP = "sdms.on_request_end"
+
+
+def on_request_end(scope: Scope, cleanup: Callable[[], Awaitable[Any]]) -> None:
+    """Have `cleanup` run when the request is over (after the response), whatever happened."""
+    scope.setdefault(_CLEANUP, []).append(cleanup)
+
+
 class RequestContextMiddleware:
-    """Gives every request an id (echoing a sane client one), times it, counts it, and turns an
-    unexpected exception into a logged 500 problem that still carries the request id."""
+    """Gives every request an id (echoing a sane client one), times it, counts it, turns an
+    unexpected exception into a logged 500 problem that still carries the request id, and runs
+    the request's `on_request_end` clean-ups (returning its connection to the pool)."""
 
     def __init__(
         self, app: ASGIApp, *, access_log: bool = False, max_body_bytes: int | None = None
@@ -76,7 +96,7 @@ class RequestContextMiddleware:
                 request_id = value
                 break
         if not _VALID_REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex.encode()
+            request_id = _new_request_id()
         scope["sdms.request_id"] = request_id.decode()
         started = time.perf_counter()
         status = 500
@@ -119,6 +139,13 @@ class RequestContextMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
+            for cleanup in scope.pop(_CLEANUP, ()):
+                try:
+                    await cleanup()
+                except Exception:
+                    error_log.exception(
+                        "clean-up after request %s failed", scope["sdms.request_id"]
+                    )
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
             method = scope["method"]

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Row, Table, insert, select, update
+from sqlalchemy import JSON, ColumnElement, Row, Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.changelog import Change
@@ -17,13 +17,47 @@ from app.core.context import Context
 from app.core.errors import Conflict, NotFound
 from app.core.ids import new_id
 from app.core.pagination import Keyset, PageParams, timestamp_key
+from app.core.sql import Query
+
+
+def json_columns(table: Table) -> frozenset[str]:
+    return frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
+
+
+_inserts: dict[str, Query] = {}
+_updates: dict[tuple[str, frozenset[str]], Query] = {}
+
+
+def inserting(table: Table) -> Query:
+    """`INSERT INTO table .. RETURNING *` as a hot-path query (one per table)."""
+    query = _inserts.get(table.name)
+    if query is None:
+        query = _inserts[table.name] = Query(
+            insert(table).returning(table), json=json_columns(table)
+        )
+    return query
+
+
+def _updating(table: Table, columns: frozenset[str]) -> Query:
+    """A versioned `UPDATE .. RETURNING *` of these columns (one query per set of columns)."""
+    query = _updates.get((table.name, columns))
+    if query is None:
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
+            .values({name: bindparam(f"_set_{name}") for name in columns})
+            .returning(table)
+        )
+        json = {f"_set_{name}" for name in columns & json_columns(table)}
+        query = _updates[table.name, columns] = Query(stmt, json=json)
+    return query
 
 
 async def insert_record(
     conn: AsyncConnection, table: Table, values: Mapping[str, Any], *, now: datetime
 ) -> Row[Any]:
     row = {"id": new_id(), "created_at": now, "updated_at": now, "version": 1, **values}
-    inserted: Row[Any] = (await conn.execute(insert(table).values(**row).returning(table))).one()
+    inserted: Row[Any] = await inserting(table).insert(conn, row)
     return inserted
 
 
@@ -50,13 +84,11 @@ async def update_record(
     now: datetime,
 ) -> Row[Any]:
     """Write `changes` and bump the version, only if nobody else wrote the row meanwhile."""
-    stmt = (
-        update(table)
-        .where(table.c.id == current.id, table.c.version == current.version)
-        .values(**changes, updated_at=now, version=current.version + 1)
-        .returning(table)
-    )
-    row: Row[Any] | None = (await conn.execute(stmt)).first()
+    values = {**changes, "updated_at": now, "version": current.version + 1}
+    params = {f"_set_{name}": value for name, value in values.items()}
+    params.update(_id=current.id, _version=current.version)
+    query = _updating(table, frozenset(values))
+    row: Row[Any] | None = await query.first(conn, params)
     if row is None:
         raise Conflict("The record was changed by another request at the same time; retry.")
     return row

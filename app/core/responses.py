@@ -1,8 +1,10 @@
-"""JSON answers built once: a model is serialised by pydantic-core straight to bytes."""
+"""JSON answers built once, straight to bytes: pydantic models by pydantic-core, plain data (the
+hot paths build dicts from rows, skipping model validation) by orjson in the same format."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from pydantic import BaseModel
@@ -13,11 +15,24 @@ from app.core.concurrency import etag
 JSON = "application/json"
 
 
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)  # UUID subclasses of database drivers, decimals
+
+
+def dump_json(value: BaseModel | dict[str, Any] | list[Any]) -> bytes:
+    """JSON as the API writes it: UTC instants with `Z`, like pydantic's output."""
+    if isinstance(value, BaseModel):
+        return value.model_dump_json().encode()
+    return orjson.dumps(value, default=_default, option=orjson.OPT_UTC_Z)
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """What a write produced: the body, its status, and the record version for the ETag."""
 
-    body: BaseModel
+    body: BaseModel | dict[str, Any]
     status: int = 200
     version: int | None = None
     location: str | None = None
@@ -43,6 +58,8 @@ class Reply:
         return orjson.dumps(data)
 
 
-def json_response(body: BaseModel, *, status: int = 200, version: int | None = None) -> Response:
+def json_response(
+    body: BaseModel | dict[str, Any], *, status: int = 200, version: int | None = None
+) -> Response:
     headers = {"ETag": etag(version)} if version is not None else None
-    return Response(body.model_dump_json().encode(), status, headers=headers, media_type=JSON)
+    return Response(dump_json(body), status, headers=headers, media_type=JSON)

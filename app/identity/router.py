@@ -12,7 +12,7 @@ from starlette.responses import Response
 from app.core.auth import Role
 from app.core.config import API_PREFIX
 from app.core.context import Context
-from app.core.deps import Admin, CurrentPrincipal, Manager, ReadConn, Staff, Write
+from app.core.deps import Admin, CurrentCall, Manager, Staff, Write
 from app.core.pagination import PageParams, page_params
 from app.core.responses import Reply, json_response
 from app.core.schemas import Page
@@ -49,7 +49,8 @@ IdList = Annotated[list[uuid.UUID], Query(max_length=50)]
 
 
 @router.get("/me", response_model=Me, tags=["identity"])
-async def get_me(conn: ReadConn, principal: CurrentPrincipal) -> Response:
+async def get_me(call: CurrentCall) -> Response:
+    conn, principal = call.conn, call.principal
     return json_response(await service.me(conn, principal=principal))
 
 
@@ -68,9 +69,8 @@ async def create_organization(body: OrganizationCreate, _: Admin, write: Write) 
 
 
 @router.get("/organizations", response_model=Page[OrganizationRead], tags=["organizations"])
-async def list_organizations(
-    conn: ReadConn, principal: CurrentPrincipal, params: PageDep
-) -> Response:
+async def list_organizations(call: CurrentCall, params: PageDep) -> Response:
+    conn, principal = call.conn, call.principal
     rows, cursor = await service.list_organizations(conn, principal=principal, params=params)
     items = [OrganizationRead.model_validate(r) for r in rows]
     return json_response(Page[OrganizationRead](items=items, next_cursor=cursor))
@@ -79,9 +79,8 @@ async def list_organizations(
 @router.get(
     "/organizations/{organization_id}", response_model=OrganizationRead, tags=["organizations"]
 )
-async def get_organization(
-    organization_id: uuid.UUID, conn: ReadConn, principal: CurrentPrincipal
-) -> Response:
+async def get_organization(organization_id: uuid.UUID, call: CurrentCall) -> Response:
+    conn, principal = call.conn, call.principal
     row = await service.get_organization(conn, principal=principal, organization_id=organization_id)
     return json_response(OrganizationRead.model_validate(row), version=row.version)
 
@@ -115,13 +114,13 @@ async def create_user(body: UserCreate, _: Admin, write: Write) -> Response:
 
 @router.get("/users", response_model=Page[UserRead], tags=["users"])
 async def list_users(
-    conn: ReadConn,
-    principal: CurrentPrincipal,
+    call: CurrentCall,
     params: PageDep,
     role: Annotated[list[Role], Query(max_length=5)] = [],  # noqa: B006 (FastAPI query list)
     organization_id: IdList = [],  # noqa: B006
     group_id: IdList = [],  # noqa: B006
 ) -> Response:
+    conn, principal = call.conn, call.principal
     items, cursor = await service.list_users(
         conn,
         principal=principal,
@@ -134,7 +133,8 @@ async def list_users(
 
 
 @router.get("/users/{user_id}", response_model=UserRead, tags=["users"])
-async def get_user(user_id: uuid.UUID, conn: ReadConn, principal: CurrentPrincipal) -> Response:
+async def get_user(user_id: uuid.UUID, call: CurrentCall) -> Response:
+    conn, principal = call.conn, call.principal
     user = await service.get_user(conn, principal=principal, user_id=user_id)
     return json_response(user, version=user.version)
 
@@ -162,9 +162,8 @@ async def create_api_key(user_id: uuid.UUID, write: Write) -> Response:
 
 
 @router.get("/users/{user_id}/api-keys", response_model=list[ApiKeyRead], tags=["users"])
-async def list_api_keys(
-    user_id: uuid.UUID, conn: ReadConn, principal: CurrentPrincipal
-) -> list[ApiKeyRead]:
+async def list_api_keys(user_id: uuid.UUID, call: CurrentCall) -> list[ApiKeyRead]:
+    conn, principal = call.conn, call.principal
     return await service.list_api_keys(conn, principal=principal, user_id=user_id)
 
 
@@ -189,14 +188,16 @@ async def create_group(body: GroupCreate, _: Admin, write: Write) -> Response:
 
 
 @router.get("/groups", response_model=Page[GroupRead], tags=["groups"])
-async def list_groups(conn: ReadConn, _: Staff, params: PageDep) -> Response:
+async def list_groups(call: Staff, params: PageDep) -> Response:
+    conn = call.conn
     rows, cursor = await service.group_store.page(conn, params)
     items = [GroupRead.model_validate(r) for r in rows]
     return json_response(Page[GroupRead](items=items, next_cursor=cursor))
 
 
 @router.get("/groups/{group_id}", response_model=GroupRead, tags=["groups"])
-async def get_group(group_id: uuid.UUID, conn: ReadConn, _: Staff) -> Response:
+async def get_group(group_id: uuid.UUID, call: Staff) -> Response:
+    conn = call.conn
     row = await service.group_store.get(conn, group_id)
     return json_response(GroupRead.model_validate(row), version=row.version)
 
@@ -226,12 +227,12 @@ async def create_contact(body: ContactCreate, _: Manager, write: Write) -> Respo
 
 @router.get("/contacts", response_model=Page[ContactRead], tags=["contacts"])
 async def list_contacts(
-    conn: ReadConn,
-    principal: CurrentPrincipal,
+    call: CurrentCall,
     params: PageDep,
     organization_id: IdList = [],  # noqa: B006
     email: Annotated[str | None, Query(max_length=254)] = None,
 ) -> Response:
+    conn, principal = call.conn, call.principal
     conditions = service.contact_scope(principal)
     if organization_id:
         conditions.append(contacts.c.organization_id.in_(organization_id))
@@ -243,9 +244,8 @@ async def list_contacts(
 
 
 @router.get("/contacts/{contact_id}", response_model=ContactRead, tags=["contacts"])
-async def get_contact(
-    contact_id: uuid.UUID, conn: ReadConn, principal: CurrentPrincipal
-) -> Response:
+async def get_contact(contact_id: uuid.UUID, call: CurrentCall) -> Response:
+    conn, principal = call.conn, call.principal
     row = await service.contact_store.get(conn, contact_id, *service.contact_scope(principal))
     return json_response(ContactRead.model_validate(row), version=row.version)
 
@@ -276,14 +276,16 @@ async def create_service(body: ServiceCreate, _: Admin, write: Write) -> Respons
 
 
 @router.get("/services", response_model=Page[ServiceRead], tags=["services"])
-async def list_services(conn: ReadConn, _: CurrentPrincipal, params: PageDep) -> Response:
+async def list_services(call: CurrentCall, params: PageDep) -> Response:
+    conn = call.conn
     rows, cursor = await service.service_store.page(conn, params)
     items = [ServiceRead.model_validate(r) for r in rows]
     return json_response(Page[ServiceRead](items=items, next_cursor=cursor))
 
 
 @router.get("/services/{service_id}", response_model=ServiceRead, tags=["services"])
-async def get_service(service_id: uuid.UUID, conn: ReadConn, _: CurrentPrincipal) -> Response:
+async def get_service(service_id: uuid.UUID, call: CurrentCall) -> Response:
+    conn = call.conn
     row = await service.service_store.get(conn, service_id)
     return json_response(ServiceRead.model_validate(row), version=row.version)
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, delete, false, insert, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, delete, false, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.auth import STAFF, Principal, Role, generate_api_key, hash_api_key
@@ -21,6 +21,7 @@ from app.core.errors import Forbidden, NotFound, Unprocessable
 from app.core.ids import new_id
 from app.core.pagination import PageParams
 from app.core.records import RecordStore, insert_record, update_record
+from app.core.sql import Query
 from app.identity.models import (
     api_keys,
     contacts,
@@ -69,23 +70,26 @@ user_store = RecordStore(users, entity="user", view=UserRead.model_validate, uni
 # --- authentication -------------------------------------------------------------------------
 
 
-async def principal_for_key(conn: AsyncConnection, key: str) -> Principal | None:
-    stmt = (
-        select(
-            api_keys.c.id,
-            users.c.id.label("user_id"),
-            users.c.role,
-            users.c.organization_id,
-            users.c.name,
-        )
-        .join(users, users.c.id == api_keys.c.user_id)
-        .where(
-            api_keys.c.key_hash == hash_api_key(key),
-            api_keys.c.revoked_at.is_(None),
-            users.c.active.is_(True),
-        )
+# Every request runs it: a hot-path query (app/core/sql.py).
+_PRINCIPAL_BY_KEY = Query(
+    select(
+        api_keys.c.id,
+        users.c.id.label("user_id"),
+        users.c.role,
+        users.c.organization_id,
+        users.c.name,
     )
-    row = (await conn.execute(stmt)).first()
+    .join(users, users.c.id == api_keys.c.user_id)
+    .where(
+        api_keys.c.key_hash == bindparam("key_hash"),
+        api_keys.c.revoked_at.is_(None),
+        users.c.active.is_(True),
+    )
+)
+
+
+async def principal_for_key(conn: AsyncConnection, key: str) -> Principal | None:
+    row = await _PRINCIPAL_BY_KEY.first(conn, {"key_hash": hash_api_key(key)})
     if row is None:
         return None
     return Principal(row.user_id, Role(row.role), row.organization_id, row.name, row.id)

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, Field
 from sqlalchemy import ColumnElement
 
 from app.core.auth import Principal
+from app.core.db import one_of
 from app.core.errors import Forbidden
 from app.incidents.lifecycle import Channel, RequestType, State
 from app.incidents.models import incidents
@@ -45,7 +46,7 @@ class IncidentFilters:
     created_before: datetime | None = None
     q: str | None = None
 
-    def conditions(self, principal: Principal) -> list[ColumnElement[bool]]:
+    def conditions(self, principal: Principal, dialect: str) -> list[ColumnElement[bool]]:
         if principal.is_customer and (self.assignee_id or self.group_id):
             raise Forbidden("Customers cannot filter by assignee_id or group_id.")
         c = incidents.c
@@ -62,7 +63,7 @@ class IncidentFilters:
             (c.channel, self.channel),
         ):
             if values:
-                conditions.append(column.in_(list(values)))
+                conditions.append(one_of(column, list(values), dialect))
         if self.major is not None:
             conditions.append(c.major.is_(self.major))
         if self.created_after is not None:
@@ -78,7 +79,7 @@ class IncidentFilters:
         return conditions
 
 
-def incident_filters(
+async def incident_filters(
     state: Annotated[list[State], Query(max_length=6)] = [],  # noqa: B006 (query lists)
     priority: Annotated[list[PriorityValue], Query(max_length=5)] = [],  # noqa: B006
     organization_id: IdList = [],  # noqa: B006

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from app.core.config import API_PREFIX
 from app.core.context import Context
-from app.core.deps import ClockDep, CurrentPrincipal, Manager, ReadConn, Write
+from app.core.deps import CurrentCall, Manager, Write
 from app.core.pagination import PageParams, page_params
 from app.core.responses import Reply, json_response
 from app.core.schemas import Page
@@ -56,24 +56,22 @@ async def create_incident(body: IncidentCreate, write: Write) -> Response:
 
 @router.get("", response_model=Page[IncidentRead])
 async def list_incidents(
-    conn: ReadConn,
-    principal: CurrentPrincipal,
-    clock: ClockDep,
+    call: CurrentCall,
     params: PageDep,
     filters: FiltersDep,
 ) -> Response:
+    conn, principal = call.conn, call.principal
     items, cursor = await service.list_incidents(
-        conn, principal=principal, filters=filters, params=params, now=clock.now()
+        conn, principal=principal, filters=filters, params=params, now=call.now()
     )
     return json_response(service.page_view(items, principal, cursor))
 
 
 @router.get("/{incident_id}", response_model=IncidentRead)
-async def get_incident(
-    incident_id: IncidentRef, conn: ReadConn, principal: CurrentPrincipal, clock: ClockDep
-) -> Response:
+async def get_incident(incident_id: IncidentRef, call: CurrentCall) -> Response:
+    conn, principal = call.conn, call.principal
     incident = await service.read_incident(
-        conn, principal=principal, ref=incident_id, now=clock.now()
+        conn, principal=principal, ref=incident_id, now=call.now()
     )
     return json_response(incident.view(principal), version=incident.version)
 
@@ -145,11 +143,10 @@ async def add_comment(incident_id: IncidentRef, body: CommentCreate, write: Writ
 
 
 @router.get("/{incident_id}/journal", response_model=Page[JournalEntryRead])
-async def list_journal(
-    incident_id: IncidentRef, conn: ReadConn, principal: CurrentPrincipal, params: PageDep
-) -> Response:
+async def list_journal(incident_id: IncidentRef, call: CurrentCall, params: PageDep) -> Response:
     """Comments and field changes, oldest first. Customers see public comments and state
     changes only."""
+    conn, principal = call.conn, call.principal
     incident = await service.get_incident(conn, principal=principal, ref=incident_id)
     rows, cursor = await list_entries(
         conn, record_id=incident.id, params=params, customer_view=principal.is_customer
@@ -173,9 +170,8 @@ async def escalate_incident(
 
 
 @router.get("/{incident_id}/escalations", response_model=list[EscalationRead])
-async def list_escalations(
-    incident_id: IncidentRef, conn: ReadConn, principal: CurrentPrincipal
-) -> list[EscalationRead]:
+async def list_escalations(incident_id: IncidentRef, call: CurrentCall) -> list[EscalationRead]:
+    conn, principal = call.conn, call.principal
     return await service.list_escalations(conn, principal=principal, ref=incident_id)
 
 

@@ -36,6 +36,7 @@ from app.core.db import UTCDateTime, metadata
 from app.core.ids import new_id
 from app.core.pagination import Keyset, PageParams, timestamp_key
 from app.core.schemas import OutputModel
+from app.core.sql import Query
 
 journal_entries = Table(
     "journal_entries",
@@ -59,6 +60,9 @@ Index(
     journal_entries.c.created_at,
     journal_entries.c.id,
 )
+
+
+_INSERT_ENTRIES = Query(insert(journal_entries), json=("old", "new"))
 
 
 class EntryKind(StrEnum):
@@ -156,7 +160,7 @@ class JournalWriter:
         """Insert the collected entries; returns their change-log rows for the caller to append."""
         if not self.rows:
             return []
-        await conn.execute(insert(journal_entries), self.rows)
+        await _INSERT_ENTRIES.insert_many(conn, self.rows)
         return self.changes()
 
     @property

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.db import metadata
+from app.core.sql import Query
 
 RECORD_PREFIXES = ("INC", "PRB", "CHG", "REL")
 
@@ -41,9 +42,14 @@ def looks_like_number(value: str, prefix: str) -> bool:
     return match is not None and match.group(1) == prefix
 
 
+_NEXT_VALUE = {
+    prefix: Query(select(seq.next_value().label("value"))) for prefix, seq in sequences.items()
+}
+
+
 async def next_number(conn: AsyncConnection, prefix: str, region: str) -> str:
     if conn.dialect.name == "postgresql":
-        value = (await conn.execute(select(sequences[prefix].next_value()))).scalar_one()
+        value = (await _NEXT_VALUE[prefix].first(conn)).value
     else:
         bump = (
             sqlite.insert(record_counters)

@@ -56,7 +56,7 @@ async def _emit_due_events(conn: AsyncConnection, ctx: Context, clock: Any) -> N
         "incident_id": str(clock.incident_id),
         "number": clock.number,
         "kind": clock.kind,
-        "percent": view.percent,
+        "percent": view["percent"],
         "due_at": clock.due_at.isoformat().replace("+00:00", "Z") if clock.due_at else None,
     }
     warned, notified = clock.warned, clock.breach_notified

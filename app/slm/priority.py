@@ -20,6 +20,7 @@ from app.core.changelog import Change
 from app.core.context import Context
 from app.core.db import metadata, record_columns
 from app.core.schemas import InputModel, OutputModel
+from app.core.sql import Query
 
 LEVELS = (1, 2, 3)
 Matrix = Mapping[int, Mapping[int, int]]
@@ -79,8 +80,13 @@ def _from_json(stored: Mapping[str, Any]) -> dict[int, dict[int, int]]:
     return {int(i): {int(u): int(p) for u, p in row.items()} for i, row in stored.items()}
 
 
+_MATRIX = Query(
+    select(priority_matrix.c.matrix, priority_matrix.c.version).where(priority_matrix.c.id == 1)
+)
+
+
 async def load_matrix(conn: AsyncConnection) -> tuple[dict[int, dict[int, int]], int]:
-    row = (await conn.execute(select(priority_matrix).where(priority_matrix.c.id == 1))).first()
+    row = await _MATRIX.first(conn)
     if row is None:
         return DEFAULT_MATRIX, 0
     return _from_json(row.matrix), row.version

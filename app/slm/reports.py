@@ -123,7 +123,7 @@ async def metrics(
             resolution,
             and_(resolution.c.incident_id == incidents.c.id, resolution.c.kind == "resolution"),
         )
-        .where(*filters.conditions(principal))
+        .where(*filters.conditions(principal, conn.dialect.name))
         .group_by(key)
         .order_by(key)
     )
@@ -188,7 +188,7 @@ async def backlog(
     stmt = (
         select(key.label("key"), func.count().label("count"))
         .where(incidents.c.state.not_in([s.value for s in CLOSED_FOR_BACKLOG]))
-        .where(*filters.conditions(principal))
+        .where(*filters.conditions(principal, conn.dialect.name))
         .group_by(key)
         .order_by(key)
     )
@@ -227,7 +227,7 @@ async def breaches(
         )
         .join(incidents, incidents.c.id == sla_clocks.c.incident_id)
         .where(sla_clocks.c.breach_at < now)
-        .where(*IncidentFilters().conditions(principal))
+        .where(*IncidentFilters().conditions(principal, conn.dialect.name))
     )
     if breached_from is not None:
         stmt = stmt.where(sla_clocks.c.breach_at >= breached_from)

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from app.core.config import API_PREFIX
 from app.core.context import Context
-from app.core.deps import Admin, ClockDep, CurrentPrincipal, Manager, ReadConn, Write
+from app.core.deps import Admin, CurrentCall, Manager, Write
 from app.core.pagination import PageParams, page_params
 from app.core.responses import Reply, json_response
 from app.core.schemas import Page
@@ -43,8 +43,9 @@ PageDep = Annotated[PageParams, Depends(page_params)]
 
 
 @router.get("/priority-matrix", response_model=PriorityMatrixRead)
-async def get_priority_matrix(conn: ReadConn, _: CurrentPrincipal) -> Response:
+async def get_priority_matrix(call: CurrentCall) -> Response:
     """impact -> urgency -> priority, as used for records created or reclassified now."""
+    conn = call.conn
     matrix, version = await load_matrix(conn)
     return json_response(PriorityMatrixRead(matrix=matrix, version=version), version=version)
 
@@ -75,14 +76,16 @@ async def create_calendar(body: CalendarBody, write: Write, _: Manager) -> Respo
 
 
 @router.get("/calendars", response_model=Page[CalendarRead])
-async def list_calendars(conn: ReadConn, _: CurrentPrincipal, params: PageDep) -> Response:
+async def list_calendars(call: CurrentCall, params: PageDep) -> Response:
+    conn = call.conn
     rows, cursor = await service.calendar_store.page(conn, params)
     items = [service.calendar_view(r) for r in rows]
     return json_response(Page[CalendarRead](items=items, next_cursor=cursor))
 
 
 @router.get("/calendars/{calendar_id}", response_model=CalendarRead)
-async def get_calendar(calendar_id: uuid.UUID, conn: ReadConn, _: CurrentPrincipal) -> Response:
+async def get_calendar(calendar_id: uuid.UUID, call: CurrentCall) -> Response:
+    conn = call.conn
     row = await service.calendar_store.get(conn, calendar_id)
     return json_response(service.calendar_view(row), version=row.version)
 
@@ -104,10 +107,9 @@ async def replace_calendar(
 
 
 @router.post("/calendars/{calendar_id}/add", response_model=AddResult)
-async def calendar_add(
-    calendar_id: uuid.UUID, body: AddBody, conn: ReadConn, _: CurrentPrincipal
-) -> AddResult:
+async def calendar_add(calendar_id: uuid.UUID, body: AddBody, call: CurrentCall) -> AddResult:
     """The instant when `seconds` of working time after `start` have passed."""
+    conn = call.conn
     end = await service.calendar_add(
         conn, calendar_id=calendar_id, start=body.start, seconds=body.seconds
     )
@@ -116,9 +118,10 @@ async def calendar_add(
 
 @router.post("/calendars/{calendar_id}/elapsed", response_model=ElapsedResult)
 async def calendar_elapsed(
-    calendar_id: uuid.UUID, body: ElapsedBody, conn: ReadConn, _: CurrentPrincipal
+    calendar_id: uuid.UUID, body: ElapsedBody, call: CurrentCall
 ) -> ElapsedResult:
     """Working seconds between `start` and `end` (whole seconds, rounded down)."""
+    conn = call.conn
     seconds = await service.calendar_elapsed(
         conn, calendar_id=calendar_id, start=body.start, end=body.end
     )
@@ -141,7 +144,8 @@ async def create_agreement(body: AgreementBody, write: Write, _: Manager) -> Res
 
 
 @router.get("/agreements", response_model=Page[AgreementRead])
-async def list_agreements(conn: ReadConn, principal: CurrentPrincipal, params: PageDep) -> Response:
+async def list_agreements(call: CurrentCall, params: PageDep) -> Response:
+    conn, principal = call.conn, call.principal
     rows, cursor = await service.agreement_store.page(
         conn, params, *service.agreement_scope(principal)
     )
@@ -150,9 +154,8 @@ async def list_agreements(conn: ReadConn, principal: CurrentPrincipal, params: P
 
 
 @router.get("/agreements/{agreement_id}", response_model=AgreementRead)
-async def get_agreement(
-    agreement_id: uuid.UUID, conn: ReadConn, principal: CurrentPrincipal
-) -> Response:
+async def get_agreement(agreement_id: uuid.UUID, call: CurrentCall) -> Response:
+    conn, principal = call.conn, call.principal
     row = await service.agreement_store.get(conn, agreement_id, *service.agreement_scope(principal))
     return json_response(service.agreement_view(row), version=row.version)
 
@@ -186,9 +189,7 @@ To = Annotated[AwareDatetime | None, Query(alias="to", description="exclusive")]
 )
 async def get_metrics(
     request: Request,
-    conn: ReadConn,
-    principal: CurrentPrincipal,
-    clock: ClockDep,
+    call: CurrentCall,
     filters: FiltersDep,
     opened_from: From = None,
     opened_to: To = None,
@@ -197,6 +198,7 @@ async def get_metrics(
     """Incidents opened in `[from, to)`, grouped: counts, SLA outcomes, compliance, MTTA and
     MTTR (wall-clock means). Customers see their own organization only. `Accept: text/csv`
     answers the same table as CSV."""
+    conn, principal = call.conn, call.principal
     items = await reports.metrics(
         conn,
         principal=principal,
@@ -204,7 +206,7 @@ async def get_metrics(
         opened_from=opened_from,
         opened_to=opened_to,
         filters=filters,
-        now=clock.now(),
+        now=call.now(),
     )
     if "text/csv" in request.headers.get("accept", ""):
         return Response(reports.metrics_csv(items), media_type="text/csv")
@@ -213,32 +215,31 @@ async def get_metrics(
 
 @router.get("/backlog", response_model=BacklogResult)
 async def get_backlog(
-    conn: ReadConn,
-    principal: CurrentPrincipal,
+    call: CurrentCall,
     filters: FiltersDep,
     group_by: reports.BacklogGroup = reports.BacklogGroup.state,
 ) -> Response:
     """Incidents not resolved, closed or cancelled, counted by state, priority or group."""
+    conn, principal = call.conn, call.principal
     items = await reports.backlog(conn, principal=principal, group_by=group_by, filters=filters)
     return json_response(BacklogResult(items=items))
 
 
 @router.get("/breaches", response_model=Page[BreachRead])
 async def list_breaches(
-    conn: ReadConn,
-    principal: CurrentPrincipal,
-    clock: ClockDep,
+    call: CurrentCall,
     params: PageDep,
     breached_from: From = None,
     breached_to: To = None,
 ) -> Response:
     """SLA clocks that passed their target, with the instant they did, newest first."""
+    conn, principal = call.conn, call.principal
     items, cursor = await reports.breaches(
         conn,
         principal=principal,
         breached_from=breached_from,
         breached_to=breached_to,
         params=params,
-        now=clock.now(),
+        now=call.now(),
     )
     return json_response(Page[BreachRead](items=items, next_cursor=cursor))

@@ -140,9 +140,9 @@ def test_unknown_sort_keys_are_refused() -> None:
             Keyset.choose(sort or "x", KEYS, records.c.id, "-created_at")
 
 
-def test_an_empty_cursor_parameter_is_the_first_page() -> None:
-    assert page_params(limit=10, cursor="", sort=None).cursor is None
-    assert page_params(limit=10, cursor="abc", sort=None).cursor == "abc"
+async def test_an_empty_cursor_parameter_is_the_first_page() -> None:
+    assert (await page_params(limit=10, cursor="", sort=None)).cursor is None
+    assert (await page_params(limit=10, cursor="abc", sort=None)).cursor == "abc"
 
 
 # --- If-Match -------------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""The hot-path executor (app/core/sql.py): same rows, same transaction, same errors on both
+routes (SQLAlchemy on SQLite, the driver beneath it on PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy.exc import DBAPIError
+
+from app.core.db import Database
+from app.core.ids import new_id
+from app.core.sql import Query
+from app.identity.models import groups
+from app.itil.journal import journal_entries
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+INSERT_GROUP = Query(insert(groups).returning(groups))
+GROUP_BY_NAME = Query(select(groups).where(groups.c.name == bindparam("name")))
+COUNT = select(func.count()).select_from(groups)
+
+
+def group(name: str) -> dict[str, object]:
+    return {
+        "id": new_id(),
+        "name": name,
+        "description": None,
+        "created_at": NOW,
+        "updated_at": NOW,
+        "version": 1,
+    }
+
+
+async def test_rows_read_like_sqlalchemy_rows(database: Database) -> None:
+    async with database.read() as conn:
+        async with database.transaction_on(conn):
+            created = await INSERT_GROUP.insert(conn, group("2nd line"))
+        found = await GROUP_BY_NAME.first(conn, {"name": "2nd line"})
+        assert (created.name, created.version) == ("2nd line", 1)
+        assert found.id == created.id
+        assert found._mapping["created_at"] == NOW
+        assert await GROUP_BY_NAME.first(conn, {"name": "nobody"}) is None
+        assert [r.name for r in await GROUP_BY_NAME.all(conn, {"name": "2nd line"})] == ["2nd line"]
+
+
+async def test_statements_run_inside_the_transaction(database: Database) -> None:
+    """The driver route starts SQLAlchemy's transaction first: a rollback takes its writes."""
+    async with database.read() as conn:
+        with pytest.raises(RuntimeError):
+            async with database.transaction_on(conn):
+                await INSERT_GROUP.insert(conn, group("rolled back"))  # the first statement
+                raise RuntimeError
+        assert await GROUP_BY_NAME.first(conn, {"name": "rolled back"}) is None
+        async with database.transaction_on(conn):
+            await INSERT_GROUP.insert(conn, group("kept"))
+            assert (await conn.execute(COUNT)).scalar_one() == 1  # same transaction
+    async with database.read() as other:
+        assert (await GROUP_BY_NAME.first(other, {"name": "kept"})) is not None
+
+
+async def test_constraint_violations_are_database_errors(database: Database) -> None:
+    async with database.read() as conn:
+        async with database.transaction_on(conn):
+            await INSERT_GROUP.insert(conn, group("twice"))
+        with pytest.raises(DBAPIError) as raised:
+            async with database.transaction_on(conn):
+                await INSERT_GROUP.insert(conn, group("twice"))
+        code = getattr(raised.value.orig, "sqlstate", None)
+        assert code is None or code.startswith("23")
+
+
+@pytest.mark.parametrize("copies", [1, 10])  # 3 rows: one multi-row VALUES; 30: a batch
+async def test_insert_many_with_json(database: Database, copies: int) -> None:
+    query = Query(insert(journal_entries), json=("old", "new"))
+    values = [(3, 1), (None, "x"), ({"a": [1]}, True)] * copies
+    rows = [
+        {
+            "id": new_id(),
+            "record_type": "incident",
+            "record_id": new_id(),
+            "kind": "field_change",
+            "public": False,
+            "author_id": None,
+            "author_role": None,
+            "body": None,
+            "field": "impact",
+            "old": old,
+            "new": new,
+            "created_at": NOW,
+        }
+        for old, new in values
+    ]
+    async with database.read() as conn:
+        async with database.transaction_on(conn):
+            await query.insert_many(conn, rows)
+        stored = (
+            await conn.execute(
+                select(journal_entries.c.old, journal_entries.c.new).order_by(journal_entries.c.id)
+            )
+        ).all()
+    assert sorted(map(tuple, stored), key=repr) == sorted(values, key=repr)
