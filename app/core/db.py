@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -186,16 +187,34 @@ class Database:
         await self.engine.dispose()
 
 
-def one_of(column: ColumnElement[Any], values: Sequence[Any], dialect: str) -> ColumnElement[bool]:
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """SQL conditions written with named parameters, the values of those parameters, and what
+    the SQL text depends on (`shape`): statements of one shape compile to the same SQL."""
+
+    conditions: list[ColumnElement[bool]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    shape: list[Any] = field(default_factory=list)
+
+    def add(self, condition: ColumnElement[bool], shape: Any, **params: Any) -> None:
+        self.conditions.append(condition)
+        self.shape.append(shape)
+        self.params.update(params)
+
+
+def one_of(
+    bound: Bound, column: ColumnElement[Any], name: str, values: Sequence[Any], dialect: str
+) -> None:
     """`column IN values`, written so that the SQL text does not depend on how many values there
     are: `=` for one, `= ANY(array)` on PostgreSQL. (An expanding IN is re-rendered at every
     execution, and on PostgreSQL every length is another prepared statement.)"""
     condition: ColumnElement[bool]
     if len(values) == 1:
-        condition = column == values[0]
-    elif dialect == "postgresql":
-        array = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        bound.add(column == bindparam(name), (name, 1), **{name: values[0]})
+        return
+    if dialect == "postgresql":
+        array = bindparam(name, type_=postgresql.ARRAY(column.type))
         condition = column == any_(array)
     else:
-        condition = column.in_(list(values))
-    return condition
+        condition = column.in_(bindparam(name, expanding=True))
+    bound.add(condition, (name, "n"), **{name: list(values)})

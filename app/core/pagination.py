@@ -16,8 +16,9 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Query
-from sqlalchemy import ColumnElement, Select, tuple_
+from sqlalchemy import ColumnElement, Select, bindparam, tuple_
 
+from app.core.db import Bound
 from app.core.errors import Unprocessable
 
 MAX_LIMIT = 200
@@ -132,6 +133,28 @@ class Keyset:
             stmt = stmt.where(position < bound if self.descending else position > bound)
         order = [c.desc() if self.descending else c.asc() for c in columns]
         return stmt.order_by(*order).limit(params.limit + 1)
+
+    def bind(self, params: PageParams, bound: Bound) -> None:
+        """`apply` with named parameters: add the cursor condition, the limit and their shape
+        to `bound`, for statements compiled once per shape (app/core/sql.py); `ordered` then
+        writes the statement."""
+        columns = [key.column for key in self.columns]
+        if params.cursor is not None:
+            values = self._decode(params.cursor)
+            names = [f"k_{key.name}" for key in self.columns]
+            position = tuple_(*columns)
+            after = tuple_(
+                *(bindparam(n, type_=c.type) for n, c in zip(names, columns, strict=True))
+            )
+            condition = position < after if self.descending else position > after
+            bound.add(condition, "cursor", **dict(zip(names, values, strict=True)))
+        bound.shape.append(self.token)
+        bound.params["k_limit"] = params.limit + 1
+
+    def ordered(self, stmt: Select[Any], bound: Bound) -> Select[Any]:
+        columns = [key.column for key in self.columns]
+        order = [c.desc() if self.descending else c.asc() for c in columns]
+        return stmt.where(*bound.conditions).order_by(*order).limit(bindparam("k_limit"))
 
     def page(self, rows: Sequence[Any], params: PageParams) -> tuple[Sequence[Any], str | None]:
         """Cut the limit+1 rows to a page; the extra row only says that another page exists.

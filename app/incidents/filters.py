@@ -11,10 +11,10 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 from pydantic import AwareDatetime, Field
-from sqlalchemy import ColumnElement
+from sqlalchemy import BindParameter, bindparam
 
 from app.core.auth import Principal
-from app.core.db import one_of
+from app.core.db import Bound, one_of
 from app.core.errors import Forbidden
 from app.incidents.lifecycle import Channel, RequestType, State
 from app.incidents.models import incidents
@@ -24,10 +24,17 @@ PriorityValue = Annotated[int, Field(ge=1, le=5)]
 Region = Annotated[str, Field(max_length=10)]
 
 
-def tenancy(principal: Principal) -> list[ColumnElement[bool]]:
-    if principal.is_customer:
-        return [incidents.c.organization_id == principal.organization_id]
-    return []
+_LISTS = (
+    ("state", "state"),
+    ("priority", "priority"),
+    ("organization_id", "organization_id"),
+    ("assignee_id", "assignee_id"),
+    ("group_id", "group_id"),
+    ("service_id", "service_id"),
+    ("region", "region"),
+    ("request_type", "request_type"),
+    ("channel", "channel"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,37 +53,41 @@ class IncidentFilters:
     created_before: datetime | None = None
     q: str | None = None
 
-    def conditions(self, principal: Principal, dialect: str) -> list[ColumnElement[bool]]:
+    def bind(self, principal: Principal, dialect: str) -> Bound:
+        """The filters and the caller's tenancy as conditions with named parameters."""
         if principal.is_customer and (self.assignee_id or self.group_id):
             raise Forbidden("Customers cannot filter by assignee_id or group_id.")
         c = incidents.c
-        conditions = tenancy(principal)
-        for column, values in (
-            (c.state, [s.value for s in self.state]),
-            (c.priority, self.priority),
-            (c.organization_id, self.organization_id),
-            (c.assignee_id, self.assignee_id),
-            (c.group_id, self.group_id),
-            (c.service_id, self.service_id),
-            (c.region, [r.lower() for r in self.region]),
-            (c.request_type, self.request_type),
-            (c.channel, self.channel),
-        ):
+        bound = Bound()
+        if principal.is_customer:
+            bound.add(
+                c.organization_id == bindparam("f_tenant"),
+                "tenant",
+                f_tenant=principal.organization_id,
+            )
+        for field_name, column in _LISTS:
+            values = list(getattr(self, field_name))
+            if field_name == "state":
+                values = [State(v).value for v in values]
+            elif field_name == "region":
+                values = [r.lower() for r in values]
             if values:
-                conditions.append(one_of(column, list(values), dialect))
+                one_of(bound, c[column], f"f_{field_name}", values, dialect)
         if self.major is not None:
-            conditions.append(c.major.is_(self.major))
+            bound.add(c.major == bindparam("f_major"), "major", f_major=self.major)
         if self.created_after is not None:
-            conditions.append(c.created_at >= self.created_after)
+            bound.add(c.created_at >= bindparam("f_after"), "after", f_after=self.created_after)
         if self.created_before is not None:
-            conditions.append(c.created_at < self.created_before)
+            bound.add(c.created_at < bindparam("f_before"), "before", f_before=self.created_before)
         if self.q:
             pattern = "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern += "%"
-            conditions.append(
-                c.title.ilike(pattern, escape="\\") | c.description.ilike(pattern, escape="\\")
+            text: BindParameter[str] = bindparam("f_q")
+            bound.add(
+                c.title.ilike(text, escape="\\") | c.description.ilike(text, escape="\\"),
+                "q",
+                f_q=pattern + "%",
             )
-        return conditions
+        return bound
 
 
 async def incident_filters(

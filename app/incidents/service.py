@@ -14,6 +14,7 @@ from app.core.auth import Principal, Role
 from app.core.changelog import Change
 from app.core.concurrency import check_if_match
 from app.core.context import Context
+from app.core.db import Bound
 from app.core.errors import Forbidden, NotFound, Unprocessable
 from app.core.ids import new_id
 from app.core.pagination import Keyset, PageParams, integer_key, timestamp_key
@@ -147,6 +148,21 @@ SORT_KEYS = {
 }
 
 
+_list_queries: dict[tuple[Any, ...], Query] = {}
+
+
+def _list_query(keyset: Keyset, params: PageParams, bound: Bound, dialect: str) -> Query:
+    """The list statement for these filters' shape: compiled once per shape (a hot path)."""
+    keyset.bind(params, bound)
+    shape = (dialect, *bound.shape)
+    query = _list_queries.get(shape)
+    if query is None:
+        if len(_list_queries) > 512:  # shapes are few; this only bounds a pathological mix
+            _list_queries.clear()
+        query = _list_queries[shape] = Query(keyset.ordered(select(incidents), bound))
+    return query
+
+
 async def list_incidents(
     conn: AsyncConnection,
     *,
@@ -156,10 +172,9 @@ async def list_incidents(
     now: datetime,
 ) -> tuple[list[Incident], str | None]:
     keyset = Keyset.choose(params.sort, SORT_KEYS, incidents.c.id, "-created_at")
-    stmt = keyset.apply(
-        select(incidents).where(*filters.conditions(principal, conn.dialect.name)), params
-    )
-    rows, cursor = keyset.page((await conn.execute(stmt)).all(), params)
+    bound = filters.bind(principal, conn.dialect.name)
+    query = _list_query(keyset, params, bound, conn.dialect.name)
+    rows, cursor = keyset.page(await query.all(conn, bound.params), params)
     sla = await slm.clock_views(conn, [r.id for r in rows], now)
     return [Incident(r, sla.get(r.id, [])) for r in rows], cursor
 

@@ -83,6 +83,7 @@ async def metrics(
     now: datetime,
 ) -> list[MetricsItem]:
     _refuse_internal_grouping(principal, group_by)
+    filter_conditions = filters.bind(principal, conn.dialect.name)
     key = GROUP_COLUMNS[group_by]
     response = sla_clocks.alias("response")
     resolution = sla_clocks.alias("resolution")
@@ -123,7 +124,7 @@ async def metrics(
             resolution,
             and_(resolution.c.incident_id == incidents.c.id, resolution.c.kind == "resolution"),
         )
-        .where(*filters.conditions(principal, conn.dialect.name))
+        .where(*filter_conditions.conditions)
         .group_by(key)
         .order_by(key)
     )
@@ -132,7 +133,7 @@ async def metrics(
     if opened_to is not None:
         stmt = stmt.where(incidents.c.opened_at < opened_to)
     items = []
-    for row in await conn.execute(stmt):
+    for row in await conn.execute(stmt, filter_conditions.params):
         measured = row.resolution_met + row.resolution_breached
         items.append(
             MetricsItem(
@@ -184,15 +185,17 @@ async def backlog(
     filters: IncidentFilters,
 ) -> list[BacklogItem]:
     _refuse_internal_grouping(principal, group_by)
+    filter_conditions = filters.bind(principal, conn.dialect.name)
     key = GROUP_COLUMNS[group_by]
     stmt = (
         select(key.label("key"), func.count().label("count"))
         .where(incidents.c.state.not_in([s.value for s in CLOSED_FOR_BACKLOG]))
-        .where(*filters.conditions(principal, conn.dialect.name))
+        .where(*filter_conditions.conditions)
         .group_by(key)
         .order_by(key)
     )
-    return [BacklogItem(key=_key(r.key), count=r.count) for r in await conn.execute(stmt)]
+    rows = await conn.execute(stmt, filter_conditions.params)
+    return [BacklogItem(key=_key(r.key), count=r.count) for r in rows]
 
 
 BREACH_ORDER = (
@@ -215,6 +218,7 @@ async def breaches(
     if params.sort not in (None, "-breached_at"):
         raise Unprocessable.field(("query", "sort"), "breaches are listed by -breached_at")
     keyset = Keyset("-breached_at", BREACH_ORDER, descending=True)
+    tenancy_conditions = IncidentFilters().bind(principal, conn.dialect.name)
     stmt = (
         select(
             sla_clocks.c.incident_id,
@@ -227,11 +231,12 @@ async def breaches(
         )
         .join(incidents, incidents.c.id == sla_clocks.c.incident_id)
         .where(sla_clocks.c.breach_at < now)
-        .where(*IncidentFilters().conditions(principal, conn.dialect.name))
+        .where(*tenancy_conditions.conditions)
     )
     if breached_from is not None:
         stmt = stmt.where(sla_clocks.c.breach_at >= breached_from)
     if breached_to is not None:
         stmt = stmt.where(sla_clocks.c.breach_at < breached_to)
-    rows, cursor = keyset.page((await conn.execute(keyset.apply(stmt, params))).all(), params)
+    result = await conn.execute(keyset.apply(stmt, params), tenancy_conditions.params)
+    rows, cursor = keyset.page(result.all(), params)
     return [BreachRead.model_validate(r) for r in rows], cursor

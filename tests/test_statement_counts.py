@@ -1,0 +1,121 @@
+"""SQL statements per request on the hot paths, pinned: a change that adds a round trip, or a
+query per row (N+1), fails here. Counted on SQLite, where every statement passes through
+SQLAlchemy's events (on PostgreSQL the hot statements run on the driver directly); both
+backends run the same statements, except that PostgreSQL's transactions begin inside the
+driver rather than with a BEGIN statement."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import event
+
+from app.core.clock import ManualClock
+from app.core.config import Settings
+from app.core.db import Database, create_engine
+from app.main import create_app
+from tests.conftest import ADMIN_KEY, START
+from tests.factories import Api, World, build_world, ok
+
+
+class Statements:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, *args: Any) -> None:
+        statement: str = args[2]
+        self.seen.append(" ".join(statement.split()[:3]))
+
+    async def count(self, request: Any) -> int:
+        self.seen.clear()
+        response = await request
+        assert response.status_code < 300, response.text
+        return len(self.seen)
+
+
+@pytest.fixture
+async def counted(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[tuple[World, Statements]]:
+    path = tmp_path / "counted.db"
+    shutil.copyfile(sqlite_template, path)
+    database = Database(create_engine(f"sqlite+aiosqlite:///{path}"))
+    statements = Statements()
+    event.listen(database.engine.sync_engine, "before_cursor_execute", statements)
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{path}",
+        region="msk",
+        admin_api_key=ADMIN_KEY,
+        embedded_worker=False,
+    )
+    app = create_app(settings, clock=ManualClock(START), database=database, jobs=[])
+    try:
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as http:
+            world = await build_world(Api(http).as_key(ADMIN_KEY))
+            cal = ok(
+                await world.manager.post(
+                    "/slm/calendars", json={"name": "24x7", "timezone": "UTC", "always_on": True}
+                ),
+                201,
+            )
+            ok(
+                await world.manager.post(
+                    "/slm/agreements",
+                    json={
+                        "name": "A",
+                        "calendar_id": cal["id"],
+                        "targets": [
+                            {"priority": p, "response_seconds": 600, "resolution_seconds": 3600}
+                            for p in range(1, 6)
+                        ],
+                    },
+                ),
+                201,
+            )
+            yield world, statements
+    finally:
+        await database.dispose()
+
+
+async def test_statements_per_request(counted: tuple[World, Statements]) -> None:
+    world, statements = counted
+    # auth, BEGIN, priority matrix, number, incident, journal, agreements, calendar, clocks,
+    # change log
+    create = await statements.count(
+        world.customer_a.post("/incidents", json={"title": "Calls drop"})
+    )
+    assert create == 10
+    incident = (await world.customer_a.get("/incidents")).json()["items"][0]
+    url = f"/incidents/{incident['id']}"
+    # auth, incident, clocks
+    assert await statements.count(world.agent.get(url)) == 3
+    # auth, BEGIN, incident (locked), its update, journal, clocks, the response clock's
+    # update, change log
+    assert (
+        await statements.count(world.agent.post(f"{url}/transitions", json={"to": "in_progress"}))
+        == 8
+    )
+    # auth, BEGIN, incident (locked), journal, change log
+    assert await statements.count(world.agent.post(f"{url}/comments", json={"body": "x"})) == 5
+
+
+async def test_a_page_costs_the_same_whatever_its_size(counted: tuple[World, Statements]) -> None:
+    """No statement per listed incident: auth, the page, the clocks of the whole page."""
+    world, statements = counted
+    params = {"organization_id": world.org_a["id"], "state": "new", "limit": 50}
+    await world.incident()
+    one = await statements.count(world.agent.get("/incidents", params=params))
+    for _ in range(29):
+        await world.incident()
+    many = await statements.count(world.agent.get("/incidents", params=params))
+    assert one == many == 3
+    page = ok(await world.agent.get("/incidents", params={**params, "limit": 10}), 200)
+    assert (
+        await statements.count(
+            world.agent.get("/incidents", params={**params, "cursor": page["next_cursor"]})
+        )
+        == 3
+    )
