@@ -76,3 +76,112 @@ async def test_the_history_goes_down_and_up_again(
         await asyncio.to_thread(upgrade, url)
         assert await _differences(url) == []
     assert head_revision() is not None
+
+
+async def test_0003_fills_in_the_read_columns_of_existing_clocks(
+    pg_server: PostgresServer | None, tmp_path: Path
+) -> None:
+    """Clocks written before 0003 get `calendar_version` and `running_since` from their JSON.
+    (An INSERT names only the columns it is given, so the tables of the code can write the
+    older schema.)"""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from app.core.ids import new_id
+    from app.identity.models import organizations
+    from app.incidents.models import incidents
+    from app.slm.models import agreements, calendars, sla_clocks
+
+    urls = [f"sqlite+aiosqlite:///{tmp_path / 'backfill.db'}"]
+    if pg_server is not None:
+        urls.append(pg_server.create_database(f"migrations_{next(_databases)}"))
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    stamps = {"created_at": now, "updated_at": now, "version": 1}
+    for url in urls:
+        await asyncio.to_thread(upgrade, url, "0002")
+        org, cal, agreement, incident = new_id(), new_id(), new_id(), new_id()
+        snapshot = {
+            "id": str(cal),
+            "version": 3,
+            "timezone": "UTC",
+            "always_on": True,
+            "hours": {},
+            "holidays": [],
+        }
+        engine = create_async_engine(url, poolclass=NullPool)
+        async with engine.begin() as conn:
+            await conn.execute(insert(organizations).values(id=org, code="A", name="A", **stamps))
+            await conn.execute(
+                insert(calendars).values(
+                    id=cal,
+                    name="24x7",
+                    timezone="UTC",
+                    always_on=True,
+                    hours={},
+                    holidays=[],
+                    **stamps,
+                )
+            )
+            await conn.execute(
+                insert(agreements).values(
+                    id=agreement,
+                    name="A",
+                    calendar_id=cal,
+                    warn_at_percent=75,
+                    targets=[],
+                    **stamps,
+                )
+            )
+            await conn.execute(
+                insert(incidents).values(
+                    id=incident,
+                    number="INC-MSK-0000001",
+                    region="msk",
+                    title="t",
+                    description="",
+                    organization_id=org,
+                    channel="api",
+                    impact=3,
+                    urgency=3,
+                    priority=5,
+                    state="new",
+                    major=False,
+                    request_type="incident",
+                    escalation_level=0,
+                    reopen_count=0,
+                    opened_at=now,
+                    **stamps,
+                )
+            )
+            for kind, segments in (
+                ("response", [["2026-03-02T09:00:00+00:00", "2026-03-02T09:05:00+00:00"]]),
+                ("resolution", [["2026-03-02T09:00:00+00:00", None]]),
+            ):
+                await conn.execute(
+                    insert(sla_clocks).values(
+                        incident_id=incident,
+                        kind=kind,
+                        agreement_id=agreement,
+                        calendar_id=cal,
+                        calendar=snapshot,
+                        target_seconds=60,
+                        warn_at_percent=75,
+                        segments=segments,
+                        mode="running",
+                        elapsed_closed_us=0,
+                        warned=False,
+                        breach_notified=False,
+                        updated_at=now,
+                    )
+                )
+        await engine.dispose()
+        await asyncio.to_thread(upgrade, url)
+        engine = create_async_engine(url, poolclass=NullPool)
+        async with engine.connect() as conn:
+            rows = {
+                r.kind: (r.calendar_version, r.running_since)
+                for r in await conn.execute(select(sla_clocks))
+            }
+        await engine.dispose()
+        assert rows == {"response": (3, None), "resolution": (3, now)}

@@ -7,7 +7,7 @@ docs/architecture.md for why (hot-path cost, explicit SQL).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -187,19 +187,27 @@ class Database:
         await self.engine.dispose()
 
 
+Condition = Callable[[], ColumnElement[bool]]
+
+
 @dataclass(frozen=True, slots=True)
 class Bound:
     """SQL conditions written with named parameters, the values of those parameters, and what
-    the SQL text depends on (`shape`): statements of one shape compile to the same SQL."""
+    the SQL text depends on (`shape`): statements of one shape compile to the same SQL, so the
+    conditions themselves are only built (`conditions`) when a shape is compiled."""
 
-    conditions: list[ColumnElement[bool]] = field(default_factory=list)
+    factories: list[Condition] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     shape: list[Any] = field(default_factory=list)
 
-    def add(self, condition: ColumnElement[bool], shape: Any, **params: Any) -> None:
-        self.conditions.append(condition)
+    def add(self, condition: Condition, shape: Any, **params: Any) -> None:
+        self.factories.append(condition)
         self.shape.append(shape)
         self.params.update(params)
+
+    @property
+    def conditions(self) -> list[ColumnElement[bool]]:
+        return [build() for build in self.factories]
 
 
 def one_of(
@@ -208,13 +216,16 @@ def one_of(
     """`column IN values`, written so that the SQL text does not depend on how many values there
     are: `=` for one, `= ANY(array)` on PostgreSQL. (An expanding IN is re-rendered at every
     execution, and on PostgreSQL every length is another prepared statement.)"""
-    condition: ColumnElement[bool]
     if len(values) == 1:
-        bound.add(column == bindparam(name), (name, 1), **{name: values[0]})
-        return
-    if dialect == "postgresql":
-        array = bindparam(name, type_=postgresql.ARRAY(column.type))
-        condition = column == any_(array)
+        bound.add(lambda: column == bindparam(name), (name, 1), **{name: values[0]})
+    elif dialect == "postgresql":
+        array_type = postgresql.ARRAY(column.type)
+        bound.add(
+            lambda: column == any_(bindparam(name, type_=array_type)),
+            (name, "n"),
+            **{name: list(values)},
+        )
     else:
-        condition = column.in_(bindparam(name, expanding=True))
-    bound.add(condition, (name, "n"), **{name: list(values)})
+        bound.add(
+            lambda: column.in_(bindparam(name, expanding=True)), (name, "n"), **{name: values}
+        )

@@ -138,18 +138,21 @@ class Keyset:
         """`apply` with named parameters: add the cursor condition, the limit and their shape
         to `bound`, for statements compiled once per shape (app/core/sql.py); `ordered` then
         writes the statement."""
-        columns = [key.column for key in self.columns]
         if params.cursor is not None:
-            values = self._decode(params.cursor)
             names = [f"k_{key.name}" for key in self.columns]
-            position = tuple_(*columns)
-            after = tuple_(
-                *(bindparam(n, type_=c.type) for n, c in zip(names, columns, strict=True))
+            bound.add(
+                self._after, "cursor", **dict(zip(names, self._decode(params.cursor), strict=True))
             )
-            condition = position < after if self.descending else position > after
-            bound.add(condition, "cursor", **dict(zip(names, values, strict=True)))
         bound.shape.append(self.token)
         bound.params["k_limit"] = params.limit + 1
+
+    def _after(self) -> ColumnElement[bool]:
+        """Past the cursor's row, in the order of the page."""
+        columns = [key.column for key in self.columns]
+        position = tuple_(*columns)
+        after = tuple_(*(bindparam(f"k_{k.name}", type_=k.column.type) for k in self.columns))
+        condition: ColumnElement[bool] = position < after if self.descending else position > after
+        return condition
 
     def ordered(self, stmt: Select[Any], bound: Bound) -> Select[Any]:
         columns = [key.column for key in self.columns]

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 from pydantic import AwareDatetime, Field
-from sqlalchemy import BindParameter, bindparam
+from sqlalchemy import BindParameter, ColumnElement, bindparam
 
 from app.core.auth import Principal
 from app.core.db import Bound, one_of
@@ -61,7 +61,7 @@ class IncidentFilters:
         bound = Bound()
         if principal.is_customer:
             bound.add(
-                c.organization_id == bindparam("f_tenant"),
+                lambda: c.organization_id == bindparam("f_tenant"),
                 "tenant",
                 f_tenant=principal.organization_id,
             )
@@ -74,20 +74,26 @@ class IncidentFilters:
             if values:
                 one_of(bound, c[column], f"f_{field_name}", values, dialect)
         if self.major is not None:
-            bound.add(c.major == bindparam("f_major"), "major", f_major=self.major)
+            bound.add(lambda: c.major == bindparam("f_major"), "major", f_major=self.major)
         if self.created_after is not None:
-            bound.add(c.created_at >= bindparam("f_after"), "after", f_after=self.created_after)
+            bound.add(
+                lambda: c.created_at >= bindparam("f_after"), "after", f_after=self.created_after
+            )
         if self.created_before is not None:
-            bound.add(c.created_at < bindparam("f_before"), "before", f_before=self.created_before)
+            bound.add(
+                lambda: c.created_at < bindparam("f_before"), "before", f_before=self.created_before
+            )
         if self.q:
             pattern = "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            text: BindParameter[str] = bindparam("f_q")
-            bound.add(
-                c.title.ilike(text, escape="\\") | c.description.ilike(text, escape="\\"),
-                "q",
-                f_q=pattern + "%",
-            )
+            bound.add(_text_search, "q", f_q=pattern + "%")
         return bound
+
+
+def _text_search() -> ColumnElement[bool]:
+    """Text in the title or the description (`f_q`: a LIKE pattern, `\\` escaping)."""
+    text: BindParameter[str] = bindparam("f_q")
+    c = incidents.c
+    return c.title.ilike(text, escape="\\") | c.description.ilike(text, escape="\\")
 
 
 async def incident_filters(

@@ -46,9 +46,11 @@ agreements = Table(
 )
 
 # One row per clock of an incident. The clock is stored as the working-time segments it ran
-# ([start, end-or-null] pairs) and a snapshot of the calendar it counts on, so that reads and
-# re-targeting need nothing else. Scheduling columns (`due_at`, `breach_at`, `next_check_at`)
-# are derived on every write; `next_check_at` is what the SLA worker polls, through an index.
+# ([start, end-or-null] pairs) and a snapshot of the calendar it counts on, so that
+# re-targeting needs nothing else. Derived on every write: the scheduling columns (`due_at`,
+# `breach_at`, `next_check_at`, which the SLA worker polls through an index) and what reading
+# the clock needs without decoding JSON (`running_since`, `elapsed_closed_us`, and
+# `calendar_version`, which names the snapshot for the process's cache of parsed calendars).
 sla_clocks = Table(
     "sla_clocks",
     metadata,
@@ -57,11 +59,13 @@ sla_clocks = Table(
     Column("agreement_id", Uuid, ForeignKey("agreements.id"), nullable=False),
     Column("calendar_id", Uuid, ForeignKey("calendars.id"), nullable=False),
     Column("calendar", JSON, nullable=False),
+    Column("calendar_version", Integer, nullable=False),
     Column("target_seconds", Integer, nullable=False),
     Column("warn_at_percent", SmallInteger, nullable=False),
     Column("segments", JSON, nullable=False),
     Column("mode", String(10), nullable=False),  # running | paused | stopped
     Column("elapsed_closed_us", BigInteger, nullable=False),
+    Column("running_since", UTCDateTime, nullable=True),
     Column("stopped_at", UTCDateTime, nullable=True),
     Column("due_at", UTCDateTime, nullable=True),
     Column("warn_at", UTCDateTime, nullable=True),

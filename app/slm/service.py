@@ -102,7 +102,7 @@ def working_calendar(snap: Mapping[str, Any]) -> WorkingCalendar:
     calendar = _parsed.get(key)
     if calendar is None:
         if len(_parsed) >= _PARSED_MAX:
-            _parsed.clear()
+            del _parsed[next(iter(_parsed))]  # the oldest parsed
         calendar = _parsed[key] = WorkingCalendar(
             timezone=snap["timezone"],
             always_on=snap["always_on"],
@@ -326,11 +326,13 @@ def _clock_values(
         "agreement_id": target.agreement_id,
         "calendar_id": target.calendar_id,
         "calendar": target.calendar,
+        "calendar_version": target.calendar["version"],
         "target_seconds": target.target_seconds,
         "warn_at_percent": target.warn_at_percent,
         "segments": _dump_segments(segments),
         "mode": mode.value,
         "elapsed_closed_us": plan.elapsed_closed_us,
+        "running_since": clock.running_since,
         "stopped_at": stopped_at,
         "due_at": plan.due_at,
         "warn_at": plan.warn_at,
@@ -398,10 +400,7 @@ async def follow_incident(
     them when the priority (or the organization or service, hence the agreement) changed.
     Answers the incident's `sla` after the write."""
     retarget = any(getattr(before, f) != getattr(after, f) for f in RETARGETING_FIELDS)
-    rows = {
-        Kind(r.kind): r
-        for r in await conn.execute(select(sla_clocks).where(sla_clocks.c.incident_id == after.id))
-    }
+    rows = {Kind(r.kind): r for r in await _CLOCKS_TO_CHANGE.all(conn, {"incident_id": after.id})}
     if retarget:
         targets = await targets_for(
             conn,
@@ -528,25 +527,55 @@ async def rebuild_clocks(conn: AsyncConnection, incident: Any, now: datetime) ->
     return await _replace_clocks(conn, incident, targets, previous, now)
 
 
+# What reading a clock needs: no JSON to decode (see app/slm/models.py).
+_VIEW_COLUMNS = [
+    sla_clocks.c[name]
+    for name in (
+        "incident_id",
+        "kind",
+        "agreement_id",
+        "calendar_id",
+        "calendar_version",
+        "target_seconds",
+        "mode",
+        "elapsed_closed_us",
+        "running_since",
+        "due_at",
+        "stopped_at",
+    )
+]
+
 # Every incident read runs one of these (hot-path queries, app/core/sql.py); response first.
 _CLOCKS_OF_ONE = Query(
-    select(sla_clocks)
+    select(*_VIEW_COLUMNS)
     .where(sla_clocks.c.incident_id == bindparam("incident_id"))
     .order_by(sla_clocks.c.kind.desc())
 )
 _CLOCKS_OF_MANY = {
     # PostgreSQL: one array parameter, so every page size is the same prepared statement.
     "postgresql": Query(
-        select(sla_clocks)
+        select(*_VIEW_COLUMNS)
         .where(sla_clocks.c.incident_id == any_(bindparam("incident_ids", type_=_UUID_ARRAY)))
         .order_by(sla_clocks.c.incident_id, sla_clocks.c.kind.desc())
     ),
     "sqlite": Query(
-        select(sla_clocks)
+        select(*_VIEW_COLUMNS)
         .where(sla_clocks.c.incident_id.in_(bindparam("incident_ids", expanding=True)))
         .order_by(sla_clocks.c.incident_id, sla_clocks.c.kind.desc())
     ),
 }
+# Writes that move a clock need all of it (segments, calendar snapshot).
+_CLOCKS_TO_CHANGE = Query(
+    select(sla_clocks).where(sla_clocks.c.incident_id == bindparam("incident_id"))
+)
+_SNAPSHOT = Query(
+    select(sla_clocks.c.calendar)
+    .where(
+        sla_clocks.c.calendar_id == bindparam("calendar_id"),
+        sla_clocks.c.calendar_version == bindparam("calendar_version"),
+    )
+    .limit(1)
+)
 
 
 async def clock_views(
@@ -561,6 +590,10 @@ async def clock_views(
     else:
         query = _CLOCKS_OF_MANY[conn.dialect.name]
         rows = await query.all(conn, {"incident_ids": list(incident_ids)})
+    for key in {_calendar_key(row._mapping) for row in rows} - _parsed.keys():
+        # A calendar version this process has not parsed yet: once, from any clock that has it.
+        found = await _SNAPSHOT.first(conn, {"calendar_id": key[0], "calendar_version": key[1]})
+        working_calendar(found.calendar)
     for row in rows:
         views.setdefault(row.incident_id, []).append(clock_view(row._mapping, now))
     return views
@@ -576,18 +609,22 @@ def _views(clock_rows: Iterable[Mapping[Any, Any]], now: datetime) -> list[Clock
 ClockView = dict[str, Any]
 
 
+def _calendar_key(clock: Mapping[Any, Any]) -> tuple[str, int]:
+    return str(clock["calendar_id"]), clock["calendar_version"]
+
+
 def clock_view(clock: Mapping[Any, Any], now: datetime) -> ClockView:
-    """A clock as the API shows it, as of `now` (from a stored row or the values written)."""
-    segments = clock["segments"]
-    running_since = (
-        datetime.fromisoformat(segments[-1][0]) if segments and segments[-1][1] is None else None
-    )
+    """A clock as the API shows it, as of `now` (from a stored row or the values written).
+    Its calendar is parsed already (`clock_views` sees to it) or in the mapping."""
+    calendar = _parsed.get(_calendar_key(clock))
+    if calendar is None:
+        calendar = working_calendar(clock["calendar"])
     reading = clocks.read(
-        working_calendar(clock["calendar"]),
+        calendar,
         mode=Mode(clock["mode"]),
         target_seconds=clock["target_seconds"],
         closed_us=clock["elapsed_closed_us"],
-        running_since=running_since,
+        running_since=clock["running_since"],
         now=now,
     )
     return {
