@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core import changelog, idempotency
+from app.core import changelog, idempotency, versions
 from app.core.db import metadata
 from app.identity import models as identity_models
 from app.incidents import models as incident_models
@@ -20,4 +20,5 @@ __all__ = [
     "numbers",
     "priority",
     "slm_models",
+    "versions",
 ]

@@ -70,8 +70,12 @@ def sqlite_template() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+# Everything but the schema's version and the configuration counters, which processes compare
+# with what they cached: those are bumped instead, as any change of configuration is.
 TRUNCATE = ", ".join(
-    table.name for table in metadata.sorted_tables if table.name != "alembic_version"
+    table.name
+    for table in metadata.sorted_tables
+    if table.name not in ("alembic_version", "config_versions")
 )
 
 
@@ -92,6 +96,7 @@ async def database(
         db = Database(create_engine(pg_url, pool_size=20, max_overflow=20))
         async with db.transaction() as conn:
             await conn.execute(text(f"TRUNCATE {TRUNCATE} RESTART IDENTITY CASCADE"))
+            await conn.execute(text("UPDATE config_versions SET version = version + 1"))
             for prefix in ("inc", "prb", "chg", "rel"):
                 await conn.execute(text(f"ALTER SEQUENCE {prefix}_number_seq RESTART WITH 1"))
     try:

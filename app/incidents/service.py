@@ -39,9 +39,9 @@ from app.incidents.schemas import (
     TransitionBody,
 )
 from app.itil.journal import JournalWriter
-from app.itil.numbers import looks_like_number, next_number
+from app.itil.numbers import looks_like_number, next_number_and_version
+from app.slm import config as slm_config
 from app.slm import service as slm
-from app.slm.priority import derive_priority, load_matrix
 from app.slm.service import ClockView
 
 RECORD_TYPE = "incident"
@@ -216,17 +216,19 @@ async def create_incident(conn: AsyncConnection, *, ctx: Context, data: Incident
         references.pop("organization_id")  # the caller's own, known to exist
     await _check_references(conn, references)
     impact, urgency = (1, 1) if data.major else (data.impact, data.urgency)
-    matrix, _ = await load_matrix(conn)
+    # The number and the version of the SLM configuration come in one round trip.
+    number, version = await next_number_and_version(conn, "INC", ctx.region, slm_config.TOPIC)
+    config = await slm_config.current(conn, version)
     row_values = {
         **values,
         "id": new_id(),
-        "number": await next_number(conn, "INC", ctx.region),
+        "number": number,
         "region": ctx.region,
         "description": data.description,
         "channel": data.channel,
         "impact": impact,
         "urgency": urgency,
-        "priority": derive_priority(matrix, impact, urgency),
+        "priority": config.priority(impact, urgency),
         "major": data.major,
         "request_type": data.request_type,
         "state": State.new,
@@ -243,7 +245,7 @@ async def create_incident(conn: AsyncConnection, *, ctx: Context, data: Incident
     journal = JournalWriter(RECORD_TYPE, row.id, principal, now)
     journal.field_changes({}, {"state": State.new})
     log = await journal.flush(conn)
-    incident = Incident(row, await slm.start_clocks(conn, row, now))
+    incident = Incident(row, await slm.start_clocks(conn, row, now, config))
     log.append(Change("incident", row.id, "incident.created", incident.admin_data(), row.version))
     await ctx.log_all(conn, log)
     return incident
@@ -297,8 +299,8 @@ async def update_incident(
     current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
     check_if_match(if_match, current.version)
     facts = IncidentFacts.of(current)
-    matrix, _ = await load_matrix(conn)
-    changes = lifecycle.plan_patch(facts, current._mapping, patch, matrix=matrix)
+    config = await slm_config.current(conn)
+    changes = lifecycle.plan_patch(facts, current._mapping, patch, matrix=config.matrix)
     await _check_references(
         conn, {k: v for k, v in changes.items() if k in REFERENCES and v is not None}
     )

@@ -13,6 +13,7 @@ from sqlalchemy import Column, Integer, Sequence, String, Table, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.core import versions
 from app.core.db import metadata
 from app.core.sql import Query
 
@@ -42,6 +43,11 @@ def looks_like_number(value: str, prefix: str) -> bool:
     return match is not None and match.group(1) == prefix
 
 
+_NEXT_VALUE_AND_VERSION = {
+    (prefix, topic): Query(select(seq.next_value().label("value"), versions.version_of(topic)))
+    for prefix, seq in sequences.items()
+    for topic in ("slm",)
+}
 _NEXT_VALUE = {
     prefix: Query(select(seq.next_value().label("value"))) for prefix, seq in sequences.items()
 }
@@ -62,3 +68,15 @@ async def next_number(conn: AsyncConnection, prefix: str, region: str) -> str:
         )
         value = (await conn.execute(bump)).scalar_one()
     return format_number(prefix, region, int(value))
+
+
+async def next_number_and_version(
+    conn: AsyncConnection, prefix: str, region: str, topic: str
+) -> tuple[str, int]:
+    """A new number and, in the same round trip on PostgreSQL, the version of cached
+    configuration (app/core/versions.py)."""
+    if conn.dialect.name == "postgresql":
+        row = await _NEXT_VALUE_AND_VERSION[prefix, topic].first(conn)
+        version = getattr(row, f"{topic}_version")
+        return format_number(prefix, region, int(row.value)), int(version)
+    return await next_number(conn, prefix, region), await versions.read(conn, topic)

@@ -22,7 +22,6 @@ from app.slm.priority import (
     PriorityMatrixBody,
     PriorityMatrixRead,
     load_matrix,
-    save_matrix,
 )
 from app.slm.schemas import (
     AddBody,
@@ -55,7 +54,7 @@ async def put_priority_matrix(body: PriorityMatrixBody, write: Write, _: Admin) 
     """Replace the matrix (admin). Existing records keep their priority until reclassified."""
 
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
-        view = await save_matrix(conn, ctx=ctx, matrix=body.matrix)
+        view = await service.set_priority_matrix(conn, ctx=ctx, matrix=body.matrix)
         return Reply(view, 200, view.version)
 
     return await write.run(action)

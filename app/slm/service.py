@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -27,6 +26,7 @@ from app.identity.service import ensure_exists, organization_scope
 from app.incidents.lifecycle import RESPONDING
 from app.itil.journal import EntryKind, journal_entries
 from app.slm import clocks
+from app.slm import config as slm_config
 from app.slm.calendar import (
     WorkingCalendar,
     add_seconds,
@@ -35,7 +35,9 @@ from app.slm.calendar import (
     parse_week,
 )
 from app.slm.clocks import Clock, Kind, Mode, Moment
+from app.slm.config import SlmConfig, Target, snapshot
 from app.slm.models import agreements, calendars, sla_clocks
+from app.slm.priority import PriorityMatrixRead, save_matrix
 from app.slm.schemas import AgreementBody, AgreementRead, CalendarBody, CalendarRead
 
 _UUID_ARRAY = postgresql.ARRAY(sla_clocks.c.incident_id.type)
@@ -63,7 +65,9 @@ def _calendar_values(body: CalendarBody) -> dict[str, Any]:
 
 
 async def create_calendar(conn: AsyncConnection, *, ctx: Context, body: CalendarBody) -> Row[Any]:
-    return await calendar_store.create(conn, ctx, _calendar_values(body))
+    row = await calendar_store.create(conn, ctx, _calendar_values(body))
+    await slm_config.changed(conn)
+    return row
 
 
 async def replace_calendar(
@@ -75,21 +79,9 @@ async def replace_calendar(
     if_match: str | None,
 ) -> Row[Any]:
     current = await calendar_store.get(conn, calendar_id, lock=True)
-    return await calendar_store.update(
-        conn, ctx, current, _calendar_values(body), if_match=if_match
-    )
-
-
-def snapshot(row: Any) -> dict[str, Any]:
-    """What a clock keeps of its calendar: enough to count without looking it up again."""
-    return {
-        "id": str(row.id),
-        "version": row.version,
-        "timezone": row.timezone,
-        "always_on": row.always_on,
-        "hours": row.hours,
-        "holidays": row.holidays,
-    }
+    row = await calendar_store.update(conn, ctx, current, _calendar_values(body), if_match=if_match)
+    await slm_config.changed(conn)
+    return row
 
 
 # A calendar's id and version name its content for good, so parsed calendars can be shared.
@@ -189,7 +181,9 @@ async def _check_agreement(
 
 
 async def create_agreement(conn: AsyncConnection, *, ctx: Context, body: AgreementBody) -> Row[Any]:
-    return await agreement_store.create(conn, ctx, await _check_agreement(conn, body))
+    row = await agreement_store.create(conn, ctx, await _check_agreement(conn, body))
+    await slm_config.changed(conn)
+    return row
 
 
 async def replace_agreement(
@@ -202,29 +196,20 @@ async def replace_agreement(
 ) -> Row[Any]:
     current = await agreement_store.get(conn, agreement_id, lock=True)
     values = await _check_agreement(conn, body, exclude=agreement_id)
-    return await agreement_store.update(conn, ctx, current, values, if_match=if_match)
+    row = await agreement_store.update(conn, ctx, current, values, if_match=if_match)
+    await slm_config.changed(conn)
+    return row
 
 
-def _specificity(row: Any) -> int:
-    return (2 if row.organization_id is not None else 0) + (1 if row.service_id is not None else 0)
+async def set_priority_matrix(
+    conn: AsyncConnection, *, ctx: Context, matrix: Mapping[int, Mapping[int, int]]
+) -> PriorityMatrixRead:
+    view = await save_matrix(conn, ctx=ctx, matrix=matrix)
+    await slm_config.changed(conn)
+    return view
 
 
-def _agreements_for(with_service: bool) -> Query:
-    organization = agreements.c.organization_id
-    service = agreements.c.service_id
-    return Query(
-        select(agreements).where(
-            or_(organization == bindparam("organization_id"), organization.is_(None)),
-            or_(service == bindparam("service_id"), service.is_(None))
-            if with_service
-            else service.is_(None),
-        )
-    )
-
-
-# Opening an incident runs these (hot-path queries, app/core/sql.py).
-_AGREEMENTS_FOR = {True: _agreements_for(True), False: _agreements_for(False)}
-_CALENDAR = Query(select(calendars).where(calendars.c.id == bindparam("id")))
+# Clock writes (hot-path queries, app/core/sql.py).
 _INSERT_CLOCKS = Query(insert(sla_clocks), json=("calendar", "segments"))
 _UPDATE_CLOCK = Query(
     update(sla_clocks)
@@ -235,59 +220,6 @@ _UPDATE_CLOCK = Query(
     .values({c.name: bindparam(f"_set_{c.name}") for c in sla_clocks.columns}),
     json=("_set_calendar", "_set_segments"),
 )
-
-
-async def select_agreement(
-    conn: AsyncConnection, organization_id: uuid.UUID, service_id: uuid.UUID | None
-) -> Row[Any] | None:
-    """The most specific agreement: organization + service, organization, service, default."""
-    query = _AGREEMENTS_FOR[service_id is not None]
-    candidates = await query.all(
-        conn, {"organization_id": organization_id, "service_id": service_id}
-    )
-    return max(candidates, key=_specificity, default=None)
-
-
-# --- clocks ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a clock of an incident is measured against."""
-
-    kind: Kind
-    agreement_id: uuid.UUID
-    calendar: dict[str, Any]
-    target_seconds: int
-    warn_at_percent: int
-
-    @property
-    def calendar_id(self) -> uuid.UUID:
-        return uuid.UUID(self.calendar["id"])
-
-
-async def targets_for(
-    conn: AsyncConnection,
-    *,
-    organization_id: uuid.UUID,
-    service_id: uuid.UUID | None,
-    priority: int,
-) -> dict[Kind, Target]:
-    """The targets of an incident with these values; empty without an agreement or a target
-    for its priority."""
-    agreement = await select_agreement(conn, organization_id, service_id)
-    if agreement is None:
-        return {}
-    target = next((t for t in agreement.targets if t["priority"] == priority), None)
-    if target is None:
-        return {}
-    calendar_id = uuid.UUID(target.get("calendar_id") or str(agreement.calendar_id))
-    row = await _CALENDAR.first(conn, {"id": calendar_id})
-    snap = snapshot(row)
-    return {
-        kind: Target(kind, agreement.id, snap, target[f"{kind}_seconds"], agreement.warn_at_percent)
-        for kind in Kind
-    }
 
 
 def _dump_segments(segments: Iterable[clocks.Segment]) -> list[list[str | None]]:
@@ -350,11 +282,12 @@ def _target_of(row: Any) -> Target:
     )
 
 
-async def start_clocks(conn: AsyncConnection, incident: Any, now: datetime) -> list[ClockView]:
+async def start_clocks(
+    conn: AsyncConnection, incident: Any, now: datetime, config: SlmConfig
+) -> list[ClockView]:
     """Start both clocks of a new incident at its `opened_at`, if an agreement applies;
     answers the incident's `sla`."""
-    targets = await targets_for(
-        conn,
+    targets = config.targets_for(
         organization_id=incident.organization_id,
         service_id=incident.service_id,
         priority=incident.priority,
@@ -402,8 +335,8 @@ async def follow_incident(
     retarget = any(getattr(before, f) != getattr(after, f) for f in RETARGETING_FIELDS)
     rows = {Kind(r.kind): r for r in await _CLOCKS_TO_CHANGE.all(conn, {"incident_id": after.id})}
     if retarget:
-        targets = await targets_for(
-            conn,
+        config = await slm_config.current(conn)
+        targets = config.targets_for(
             organization_id=after.organization_id,
             service_id=after.service_id,
             priority=after.priority,
@@ -518,8 +451,8 @@ async def rebuild_clocks(conn: AsyncConnection, incident: Any, now: datetime) ->
             select(sla_clocks).where(sla_clocks.c.incident_id == incident.id)
         )
     }
-    targets = await targets_for(
-        conn,
+    config = await slm_config.current(conn)
+    targets = config.targets_for(
         organization_id=incident.organization_id,
         service_id=incident.service_id,
         priority=incident.priority,

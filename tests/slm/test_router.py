@@ -670,3 +670,33 @@ async def test_metrics_input_is_validated(world: World) -> None:
     ).status_code == 422
     response = await world.manager.get("/slm/metrics", params={"from": z(datetime.now(UTC))})
     assert response.status_code == 200
+
+
+async def test_configuration_changes_apply_to_the_next_incident(
+    world: World, clock: ManualClock
+) -> None:
+    """The configuration is cached per process; a change is seen by the very next write."""
+    cal = await calendar(world.manager, always_on=True, hours={})
+    agreement_body: dict[str, Any] = {
+        "name": "A",
+        "calendar_id": cal["id"],
+        "targets": [{"priority": 5, "response_seconds": 60, "resolution_seconds": 600}],
+    }
+    created = ok(await world.manager.post("/slm/agreements", json=agreement_body), 201)
+    assert clocks_of(await world.incident())["resolution"]["target_seconds"] == 600
+    agreement_body["targets"][0]["resolution_seconds"] = 900
+    ok(await world.manager.put(f"/slm/agreements/{created['id']}", json=agreement_body), 200)
+    assert clocks_of(await world.incident())["resolution"]["target_seconds"] == 900
+    other = await calendar(world.manager, name="Office")
+    agreement_body["calendar_id"] = other["id"]
+    ok(await world.manager.put(f"/slm/agreements/{created['id']}", json=agreement_body), 200)
+    clock.set(datetime(2026, 3, 7, 10, 0, tzinfo=UTC))  # a Saturday: office hours resume Monday
+    incident = await world.incident()
+    assert clocks_of(incident)["resolution"]["due_at"] == "2026-03-09T09:15:00Z"
+    matrix = {
+        "1": {"1": 5, "2": 5, "3": 5},
+        "2": {"1": 5, "2": 5, "3": 5},
+        "3": {"1": 5, "2": 5, "3": 5},
+    }
+    ok(await world.admin.put("/slm/priority-matrix", json={"matrix": matrix}), 200)
+    assert (await world.incident(impact=1, urgency=1))["priority"] == 5

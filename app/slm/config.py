@@ -1,0 +1,127 @@
+"""The service-level configuration that every incident write reads — the priority matrix, the
+agreements and their calendars — kept per process and validated by a version counter
+(app/core/versions.py): changing any of it bumps the `slm` counter in the same transaction;
+opening an incident reads the counter together with its number and reloads when it moved.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core import versions
+from app.slm.clocks import Kind
+from app.slm.models import agreements, calendars
+from app.slm.priority import derive_priority, load_matrix
+
+TOPIC = "slm"
+
+
+def snapshot(row: Any) -> dict[str, Any]:
+    """What a clock keeps of its calendar: enough to count without looking it up again."""
+    return {
+        "id": str(row.id),
+        "version": row.version,
+        "timezone": row.timezone,
+        "always_on": row.always_on,
+        "hours": row.hours,
+        "holidays": row.holidays,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a clock of an incident is measured against."""
+
+    kind: Kind
+    agreement_id: uuid.UUID
+    calendar: dict[str, Any]
+    target_seconds: int
+    warn_at_percent: int
+
+    @property
+    def calendar_id(self) -> uuid.UUID:
+        return uuid.UUID(self.calendar["id"])
+
+
+def _specificity(agreement: Any) -> int:
+    return (2 if agreement.organization_id is not None else 0) + (
+        1 if agreement.service_id is not None else 0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SlmConfig:
+    version: int
+    matrix: Mapping[int, Mapping[int, int]]
+    agreements: Sequence[Any]
+    calendars: Mapping[uuid.UUID, dict[str, Any]]
+
+    def priority(self, impact: int, urgency: int) -> int:
+        return derive_priority(self.matrix, impact, urgency)
+
+    def agreement_for(self, organization_id: uuid.UUID, service_id: uuid.UUID | None) -> Any:
+        """The most specific agreement: organization + service, organization, service,
+        default (neither); None without any."""
+        candidates = [
+            a
+            for a in self.agreements
+            if a.organization_id in (None, organization_id)
+            and (a.service_id is None or (service_id is not None and a.service_id == service_id))
+        ]
+        return max(candidates, key=_specificity, default=None)
+
+    def targets_for(
+        self, *, organization_id: uuid.UUID, service_id: uuid.UUID | None, priority: int
+    ) -> dict[Kind, Target]:
+        """The clocks' targets of an incident with these values; none without an agreement or
+        without a target for its priority."""
+        agreement = self.agreement_for(organization_id, service_id)
+        if agreement is None:
+            return {}
+        target = next((t for t in agreement.targets if t["priority"] == priority), None)
+        if target is None:
+            return {}
+        calendar_id = uuid.UUID(target.get("calendar_id") or str(agreement.calendar_id))
+        snap = self.calendars[calendar_id]
+        return {
+            kind: Target(
+                kind, agreement.id, snap, target[f"{kind}_seconds"], agreement.warn_at_percent
+            )
+            for kind in Kind
+        }
+
+
+# One cached configuration per database (a process normally has one; tests have many).
+_current: dict[str, SlmConfig] = {}
+
+
+async def current(conn: AsyncConnection, version: int | None = None) -> SlmConfig:
+    """The configuration at `version` (read now if not given), from the cache when it has it."""
+    if version is None:
+        version = await versions.read(conn, TOPIC)
+    database = str(conn.engine.url)
+    cached = _current.get(database)
+    if cached is not None and cached.version == version:
+        return cached
+    matrix, _ = await load_matrix(conn)
+    agreement_rows = (await conn.execute(select(agreements))).all()
+    calendar_rows = (await conn.execute(select(calendars))).all()
+    loaded = SlmConfig(
+        version=version,
+        matrix=matrix,
+        agreements=agreement_rows,
+        calendars={row.id: snapshot(row) for row in calendar_rows},
+    )
+    _current[database] = loaded
+    return loaded
+
+
+async def changed(conn: AsyncConnection) -> None:
+    """Call inside every transaction that changes the matrix, a calendar or an agreement."""
+    await versions.bump(conn, TOPIC)
