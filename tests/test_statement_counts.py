@@ -1,8 +1,10 @@
 """SQL statements per request on the hot paths, pinned: a change that adds a round trip, or a
 query per row (N+1), fails here. Counted on SQLite, where every statement passes through
-SQLAlchemy's events (on PostgreSQL the hot statements run on the driver directly); both
-backends run the same statements, except that PostgreSQL's transactions begin inside the
-driver rather than with a BEGIN statement."""
+SQLAlchemy's events (on PostgreSQL the hot statements run on the driver directly). PostgreSQL
+runs the same statements, except that its transactions begin inside the driver rather than
+with a BEGIN statement, the number and the configuration version are one statement, and the
+writes after a request's reads are one statement (app/core/sql.py Batch): a create is number,
+batch; a transition is incident, clocks, batch; a comment is incident, batch."""
 
 from __future__ import annotations
 

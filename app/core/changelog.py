@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import JSON
 
 from app.core.db import BigIntPK, UTCDateTime, metadata
-from app.core.sql import Query
+from app.core.sql import Batch, Query
 
 change_log = Table(
     "change_log",
@@ -68,24 +68,33 @@ class Change:
     version: int | None = None
 
 
+def rows(*, region: str, occurred_at: datetime, changes: Sequence[Change]) -> list[dict[str, Any]]:
+    return [
+        {
+            "region": region,
+            "entity": c.entity,
+            "entity_id": c.entity_id,
+            "entity_version": c.version,
+            "event": c.event,
+            "data": c.data,
+            "occurred_at": occurred_at,
+        }
+        for c in changes
+    ]
+
+
+def append_to(
+    batch: Batch, *, dialect: str, region: str, occurred_at: datetime, changes: Sequence[Change]
+) -> None:
+    """Append changes with the transaction's other writes (app/core/sql.py Batch)."""
+    batch.insert(_APPEND[dialect], rows(region=region, occurred_at=occurred_at, changes=changes))
+
+
 async def append(
     conn: AsyncConnection, *, region: str, occurred_at: datetime, changes: Sequence[Change]
 ) -> None:
     """Append changes inside the caller's transaction (one statement for all of them)."""
-    if not changes:
-        return
-    await _APPEND[conn.dialect.name].insert_many(
-        conn,
-        [
-            {
-                "region": region,
-                "entity": c.entity,
-                "entity_id": c.entity_id,
-                "entity_version": c.version,
-                "event": c.event,
-                "data": c.data,
-                "occurred_at": occurred_at,
-            }
-            for c in changes
-        ],
-    )
+    if changes:
+        await _APPEND[conn.dialect.name].insert_many(
+            conn, rows(region=region, occurred_at=occurred_at, changes=changes)
+        )

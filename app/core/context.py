@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.core import changelog
 from app.core.auth import Principal
 from app.core.config import Settings
+from app.core.sql import Batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +29,8 @@ class Context:
 
     async def log_all(self, conn: AsyncConnection, changes: Sequence[changelog.Change]) -> None:
         await changelog.append(conn, region=self.region, occurred_at=self.now, changes=changes)
+
+    def log_into(self, batch: Batch, dialect: str, changes: Sequence[changelog.Change]) -> None:
+        changelog.append_to(
+            batch, dialect=dialect, region=self.region, occurred_at=self.now, changes=changes
+        )

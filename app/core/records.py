@@ -17,7 +17,8 @@ from app.core.context import Context
 from app.core.errors import Conflict, NotFound
 from app.core.ids import new_id
 from app.core.pagination import Keyset, PageParams, timestamp_key
-from app.core.sql import Query
+from app.core.sql import Batch, Query
+from app.core.sql import Row as SqlRow
 
 
 def json_columns(table: Table) -> frozenset[str]:
@@ -25,7 +26,7 @@ def json_columns(table: Table) -> frozenset[str]:
 
 
 _inserts: dict[str, Query] = {}
-_updates: dict[tuple[str, frozenset[str]], Query] = {}
+_updates: dict[tuple[str, frozenset[str], bool], Query] = {}
 
 
 def inserting(table: Table) -> Query:
@@ -38,18 +39,20 @@ def inserting(table: Table) -> Query:
     return query
 
 
-def _updating(table: Table, columns: frozenset[str]) -> Query:
-    """A versioned `UPDATE .. RETURNING *` of these columns (one query per set of columns)."""
-    query = _updates.get((table.name, columns))
+def _updating(table: Table, columns: frozenset[str], *, returning: bool = True) -> Query:
+    """A versioned `UPDATE` of these columns (one query per set of columns), answering the
+    updated row (`RETURNING *`) or nothing."""
+    query = _updates.get((table.name, columns, returning))
     if query is None:
         stmt = (
             update(table)
             .where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
             .values({name: bindparam(f"_set_{name}") for name in columns})
-            .returning(table)
         )
+        if returning:
+            stmt = stmt.returning(table)
         json = {f"_set_{name}" for name in columns & json_columns(table)}
-        query = _updates[table.name, columns] = Query(stmt, json=json)
+        query = _updates[table.name, columns, returning] = Query(stmt, json=json)
     return query
 
 
@@ -92,6 +95,24 @@ async def update_record(
     if row is None:
         raise Conflict("The record was changed by another request at the same time; retry.")
     return row
+
+
+def update_into(
+    batch: Batch,
+    table: Table,
+    current: Row[Any],
+    changes: Mapping[str, Any],
+    *,
+    now: datetime,
+) -> SqlRow:
+    """`update_record` as part of a write batch: answers the row as the update leaves it
+    (computed here: the tables have no defaults or triggers on update), and the batch fails
+    with Conflict if the row's version moved on meanwhile."""
+    values = {**changes, "updated_at": now, "version": current.version + 1}
+    params = {f"_set_{name}": value for name, value in values.items()}
+    params.update(_id=current.id, _version=current.version)
+    batch.execute(_updating(table, frozenset(values), returning=False), params, expect_one=True)
+    return SqlRow({**current._mapping, **values})
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import Executable, bindparam
+from sqlalchemy import BindParameter, Executable, bindparam, func, literal_column, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import visitors
 
 from app.core.db import json_dumps
 
@@ -115,6 +116,18 @@ class Query:
         except asyncpg.PostgresError as exc:
             raise _wrapped(exc, sql) from exc
 
+    async def changed(self, conn: AsyncConnection, params: Mapping[str, Any]) -> int:
+        """Run an UPDATE or DELETE; answers how many rows it changed."""
+        if conn.dialect.name != "postgresql":
+            return int((await conn.execute(self.statement, dict(params))).rowcount)
+        sql, args = self._sql(conn, params, None)
+        driver = await _begun(conn)
+        try:
+            status: str = await driver.execute(sql, *args)
+        except asyncpg.PostgresError as exc:
+            raise _wrapped(exc, sql) from exc
+        return int(status.rsplit(" ", 1)[-1])
+
     async def insert(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Any:
         """An INSERT .. RETURNING of one row, its columns being the keys of `params`."""
         if conn.dialect.name != "postgresql":
@@ -197,3 +210,117 @@ def _wrapped(exc: asyncpg.PostgresError, sql: str) -> DriverError:
     error = DriverError(sql, None, exc)
     error.orig = exc
     return error
+
+
+def _renamed(statement: Any, prefix: str) -> Any:
+    """The statement with every bind parameter renamed `prefix + name`."""
+
+    def replace(element: Any, **_: Any) -> Any:
+        if isinstance(element, BindParameter):
+            return bindparam(
+                prefix + element.key,
+                value=element.value,
+                type_=element.type,
+                expanding=element.expanding,
+            )
+        return None
+
+    return visitors.replacement_traverse(statement, {}, replace)
+
+
+class Batch:
+    """The writes of a transaction that need nothing back from each other, sent together:
+    on PostgreSQL as one statement of data-modifying CTEs (one round trip for a record, its
+    journal entries, its SLA clocks and its change-log rows), on SQLite one after another.
+    A part may require that it changed exactly one row (`expect_one`); if it did not, the
+    whole transaction fails with `Conflict`."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[Query, str, Any, bool]] = []
+
+    def insert(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> None:
+        """INSERT rows (all with the same keys) with `query`, an `insert(table)` Query."""
+        if rows:
+            self._parts.append((query, "insert", list(rows), False))
+
+    def execute(self, query: Query, params: Mapping[str, Any], *, expect_one: bool = False) -> None:
+        """Run an UPDATE or DELETE `query` with `params`."""
+        self._parts.append((query, "execute", params, expect_one))
+
+    async def run(self, conn: AsyncConnection) -> None:
+        parts, self._parts = self._parts, []
+        if not parts:
+            return
+        if conn.dialect.name != "postgresql" or len(parts) == 1:
+            for query, kind, values, expect_one in parts:
+                if kind == "insert":
+                    await query.insert_many(conn, values)
+                elif expect_one:
+                    if await query.changed(conn, values) != 1:
+                        raise _lost_race()
+                else:
+                    await query.execute(conn, values)
+            return
+        combined, params = _combine(parts)
+        row = await combined.first(conn, params)
+        if any(count != 1 for count in row._mapping.values()):
+            raise _lost_race()
+
+
+def _lost_race() -> Exception:
+    from app.core.errors import Conflict
+
+    return Conflict("The record was changed by another request at the same time; retry.")
+
+
+_combined: dict[tuple[Any, ...], Query] = {}
+
+
+def _combine(parts: Sequence[tuple[Query, str, Any, bool]]) -> tuple[Query, dict[str, Any]]:
+    """One statement for the parts (compiled once per shape) and its parameters."""
+    shape: list[Any] = []
+    params: dict[str, Any] = {}
+    for number, (query, kind, values, expect_one) in enumerate(parts):
+        prefix = f"p{number}_"
+        if kind == "insert":
+            columns = tuple(values[0])
+            shape.append((id(query), columns, len(values)))
+            for i, row in enumerate(values):
+                params.update({f"{prefix}r{i}_{name}": row[name] for name in columns})
+        else:
+            shape.append((id(query), expect_one))
+            params.update({prefix + name: value for name, value in values.items()})
+    key = tuple(shape)
+    combined = _combined.get(key)
+    if combined is None:
+        combined = _combined[key] = _compose(parts)
+    return combined, params
+
+
+def _compose(parts: Sequence[tuple[Query, str, Any, bool]]) -> Query:
+    ctes: list[Any] = []
+    checks: list[Any] = []
+    json: set[str] = set()
+    for number, (query, kind, values, expect_one) in enumerate(parts):
+        prefix = f"p{number}_"
+        if kind == "insert":
+            columns = tuple(values[0])
+            rows = [
+                {**{c: bindparam(f"{prefix}r{i}_{c}") for c in columns}, **query._row_values}
+                for i in range(len(values))
+            ]
+            statement = query._base.values(rows)
+            json |= {
+                f"{prefix}r{i}_{c}" for i in range(len(values)) for c in columns if c in query.json
+            }
+        else:
+            statement = _renamed(query.statement, prefix)
+            json |= {prefix + name for name in query.json}
+            if expect_one:
+                statement = statement.returning(literal_column("1"))
+        cte = statement.cte(f"p{number}")
+        ctes.append(cte)
+        if expect_one:
+            checks.append(select(func.count()).select_from(cte).scalar_subquery())
+    answer = checks or [literal_column("1")]
+    return Query(select(*answer).add_cte(*ctes), json=json)

@@ -18,8 +18,9 @@ from app.core.db import Bound
 from app.core.errors import Forbidden, NotFound, Unprocessable
 from app.core.ids import new_id
 from app.core.pagination import Keyset, PageParams, integer_key, timestamp_key
-from app.core.records import inserting, parse_uuid, update_record
-from app.core.sql import Query
+from app.core.records import parse_uuid, update_into
+from app.core.sql import Batch, Query
+from app.core.sql import Row as SqlRow
 from app.identity.models import groups, organizations, services
 from app.identity.service import ensure_exists, ensure_staff_user
 from app.incidents import lifecycle
@@ -45,6 +46,9 @@ from app.slm import service as slm
 from app.slm.service import ClockView
 
 RECORD_TYPE = "incident"
+_INSERT_INCIDENT = Query(insert(incidents))
+# What a new incident's row holds beyond the values it is created with.
+_EMPTY_INCIDENT = {column.name: None for column in incidents.columns}
 # Fields SDMS keeps for itself: never answered, never journaled.
 INTERNAL_FIELDS = frozenset({"responded_at", "eta_alert_at", "eta_alerted_for"})
 
@@ -63,7 +67,7 @@ PUBLIC_FIELDS = tuple(name for name in IncidentPublic.model_fields if name != "s
 class Incident:
     """An incident record with its SLA clocks as of one instant."""
 
-    row: Row[Any]
+    row: Any  # a row of `incidents`: SQLAlchemy's, or app.core.sql.Row (attributes, _mapping)
     sla: list[ClockView]
 
     @property
@@ -241,13 +245,18 @@ async def create_incident(conn: AsyncConnection, *, ctx: Context, data: Incident
         "updated_at": now,
         "version": 1,
     }
-    row: Row[Any] = await inserting(incidents).insert(conn, row_values)
+    # The incident, its journal entry, its clocks and their change-log rows are written
+    # together: one round trip on PostgreSQL (app/core/sql.py Batch).
+    batch = Batch()
+    batch.insert(_INSERT_INCIDENT, [row_values])
+    row = SqlRow({**_EMPTY_INCIDENT, **row_values})
     journal = JournalWriter(RECORD_TYPE, row.id, principal, now)
     journal.field_changes({}, {"state": State.new})
-    log = await journal.flush(conn)
-    incident = Incident(row, await slm.start_clocks(conn, row, now, config))
+    log = journal.into(batch)
+    incident = Incident(row, slm.start_clocks(batch, row, now, config))
     log.append(Change("incident", row.id, "incident.created", incident.admin_data(), row.version))
-    await ctx.log_all(conn, log)
+    ctx.log_into(batch, conn.dialect.name, log)
+    await batch.run(conn)
     return incident
 
 
@@ -270,13 +279,17 @@ async def _apply(
         return await with_clocks(conn, current, ctx.now)
     if journal is None:
         journal = JournalWriter(RECORD_TYPE, current.id, ctx.principal, ctx.now)
-    row = await update_record(conn, incidents, current, changes, now=ctx.now)
+    # The update, its journal entries, the clocks' changes and the change-log rows are
+    # written together: one round trip on PostgreSQL (app/core/sql.py Batch).
+    batch = Batch()
+    row = update_into(batch, incidents, current, changes, now=ctx.now)
     visible = {k: v for k, v in changes.items() if k not in INTERNAL_FIELDS}
     journal.field_changes(current._mapping, visible, note=note)
-    log = await journal.flush(conn)
-    incident = Incident(row, await slm.follow_incident(conn, current, row, ctx.now))
+    log = journal.into(batch)
+    incident = Incident(row, await slm.follow_incident(conn, batch, current, row, ctx.now))
     log.append(Change("incident", row.id, event, incident.admin_data(), row.version))
-    await ctx.log_all(conn, log)
+    ctx.log_into(batch, conn.dialect.name, log)
+    await batch.run(conn)
     return incident
 
 
@@ -414,7 +427,9 @@ async def add_comment(
     if changes:
         await _apply(conn, ctx, current, changes, event=event, note=note, journal=journal)
     else:
-        await ctx.log_all(conn, await journal.flush(conn))
+        batch = Batch()
+        ctx.log_into(batch, conn.dialect.name, journal.into(batch))
+        await batch.run(conn)
     return entry
 
 

@@ -36,7 +36,7 @@ from app.core.db import UTCDateTime, metadata
 from app.core.ids import new_id
 from app.core.pagination import Keyset, PageParams, timestamp_key
 from app.core.schemas import OutputModel
-from app.core.sql import Query
+from app.core.sql import Batch, Query
 
 journal_entries = Table(
     "journal_entries",
@@ -156,11 +156,12 @@ class JournalWriter:
             for row in self.rows
         ]
 
-    async def flush(self, conn: AsyncConnection) -> list[Change]:
-        """Insert the collected entries; returns their change-log rows for the caller to append."""
+    def into(self, batch: Batch) -> list[Change]:
+        """Add the collected entries to the write batch; returns their change-log rows for the
+        caller to append."""
         if not self.rows:
             return []
-        await _INSERT_ENTRIES.insert_many(conn, self.rows)
+        batch.insert(_INSERT_ENTRIES, self.rows)
         return self.changes()
 
     @property

@@ -20,7 +20,7 @@ from app.core.auth import STAFF, Principal
 from app.core.context import Context
 from app.core.errors import Conflict, Unprocessable
 from app.core.records import RecordStore
-from app.core.sql import Query
+from app.core.sql import Batch, Query
 from app.identity.models import organizations, services
 from app.identity.service import ensure_exists, organization_scope
 from app.incidents.lifecycle import RESPONDING
@@ -210,6 +210,9 @@ async def set_priority_matrix(
 
 
 # Clock writes (hot-path queries, app/core/sql.py).
+_DELETE_CLOCKS = Query(
+    delete(sla_clocks).where(sla_clocks.c.incident_id == bindparam("incident_id"))
+)
 _INSERT_CLOCKS = Query(insert(sla_clocks), json=("calendar", "segments"))
 _UPDATE_CLOCK = Query(
     update(sla_clocks)
@@ -282,11 +285,9 @@ def _target_of(row: Any) -> Target:
     )
 
 
-async def start_clocks(
-    conn: AsyncConnection, incident: Any, now: datetime, config: SlmConfig
-) -> list[ClockView]:
-    """Start both clocks of a new incident at its `opened_at`, if an agreement applies;
-    answers the incident's `sla`."""
+def start_clocks(batch: Batch, incident: Any, now: datetime, config: SlmConfig) -> list[ClockView]:
+    """Start both clocks of a new incident at its `opened_at`, if an agreement applies (the
+    rows join the write batch); answers the incident's `sla`."""
     targets = config.targets_for(
         organization_id=incident.organization_id,
         service_id=incident.service_id,
@@ -310,7 +311,7 @@ async def start_clocks(
         }
         for target in targets.values()
     ]
-    await _INSERT_CLOCKS.insert_many(conn, rows)
+    batch.insert(_INSERT_CLOCKS, rows)
     return _views(rows, now)
 
 
@@ -327,11 +328,11 @@ RETARGETING_FIELDS = ("priority", "organization_id", "service_id")
 
 
 async def follow_incident(
-    conn: AsyncConnection, before: Any, after: Any, now: datetime
+    conn: AsyncConnection, batch: Batch, before: Any, after: Any, now: datetime
 ) -> list[ClockView]:
     """Keep the clocks in step with an incident write: pause, resume or stop them, and re-target
-    them when the priority (or the organization or service, hence the agreement) changed.
-    Answers the incident's `sla` after the write."""
+    them when the priority (or the organization or service, hence the agreement) changed. The
+    changes join the write batch. Answers the incident's `sla` after the write."""
     retarget = any(getattr(before, f) != getattr(after, f) for f in RETARGETING_FIELDS)
     rows = {Kind(r.kind): r for r in await _CLOCKS_TO_CHANGE.all(conn, {"incident_id": after.id})}
     if retarget:
@@ -342,10 +343,12 @@ async def follow_incident(
             priority=after.priority,
         )
         if not targets:
-            await conn.execute(delete(sla_clocks).where(sla_clocks.c.incident_id == after.id))
+            batch.execute(_DELETE_CLOCKS, {"incident_id": after.id})
             return []
         if not rows:
-            # Newly under an agreement: the clocks are what they would have been from the start.
+            # Newly under an agreement: the clocks are what they would have been from the
+            # start, replayed from the journal, so this write's entries go in first.
+            await batch.run(conn)
             return await _replace_clocks(conn, after, targets, {}, now)
     else:
         targets = {kind: _target_of(row) for kind, row in rows.items()}
@@ -370,7 +373,7 @@ async def follow_incident(
         )
         params = {f"_set_{name}": value for name, value in values.items()}
         params.update(_set_incident_id=after.id, _incident_id=after.id, _kind=kind.value)
-        await _UPDATE_CLOCK.execute(conn, params)
+        batch.execute(_UPDATE_CLOCK, params)
         current.append({"incident_id": after.id, **values})
     return _views(current, now)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from app.core.db import Database
+from app.core.errors import Conflict
 from app.core.ids import new_id
-from app.core.sql import Query
+from app.core.sql import Batch, Query
 from app.identity.models import groups
 from app.itil.journal import journal_entries
 
@@ -100,3 +101,64 @@ async def test_insert_many_with_json(database: Database, copies: int) -> None:
             )
         ).all()
     assert sorted(map(tuple, stored), key=repr) == sorted(values, key=repr)
+
+
+RENAME_GROUP = Query(
+    update(groups)
+    .where(groups.c.id == bindparam("_id"), groups.c.version == bindparam("_version"))
+    .values(name=bindparam("_name"), version=groups.c.version + 1)
+)
+
+
+async def test_a_batch_writes_everything_in_one_go(database: Database) -> None:
+    entries = Query(insert(journal_entries), json=("old", "new"))
+    first, second = group("first"), group("second")
+    async with database.read() as conn:
+        async with database.transaction_on(conn):
+            await INSERT_GROUP.insert(conn, first)
+        batch = Batch()
+        batch.insert(INSERT_GROUP, [second])
+        batch.execute(
+            RENAME_GROUP, {"_id": first["id"], "_version": 1, "_name": "renamed"}, expect_one=True
+        )
+        batch.insert(
+            entries,
+            [
+                {
+                    "id": new_id(),
+                    "record_type": "group",
+                    "record_id": first["id"],
+                    "kind": "comment",
+                    "public": True,
+                    "author_id": None,
+                    "author_role": None,
+                    "body": "x",
+                    "field": None,
+                    "old": None,
+                    "new": {"k": 1},
+                    "created_at": NOW,
+                }
+            ],
+        )
+        async with database.transaction_on(conn):
+            await batch.run(conn)
+        names = {r.name for r in await conn.execute(select(groups))}
+        assert names == {"renamed", "second"}
+        assert (await conn.execute(select(journal_entries.c.new))).scalar_one() == {"k": 1}
+
+
+async def test_a_batch_that_loses_a_race_writes_nothing(database: Database) -> None:
+    """An expected row that is not there (its version moved on) fails the whole batch."""
+    existing = group("existing")
+    async with database.read() as conn:
+        async with database.transaction_on(conn):
+            await INSERT_GROUP.insert(conn, existing)
+        batch = Batch()
+        batch.insert(INSERT_GROUP, [group("not kept")])
+        batch.execute(
+            RENAME_GROUP, {"_id": existing["id"], "_version": 7, "_name": "x"}, expect_one=True
+        )
+        with pytest.raises(Conflict):
+            async with database.transaction_on(conn):
+                await batch.run(conn)
+        assert {r.name for r in await conn.execute(select(groups))} == {"existing"}
