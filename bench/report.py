@@ -207,12 +207,12 @@ def _replace(text: str, marker: str, body: str) -> str:
 
 
 def newest(kind: str) -> Path | None:
-    """The newest saved results file of a kind: "run" or "soak"."""
-    files = sorted(
-        p
-        for p in RESULTS.glob("*.json")
-        if (p.stem.endswith("soak") if kind == "soak" else not p.stem.endswith("soak"))
-    )
+    """The newest saved results file of a kind: "run", "soak" or "metrics"."""
+
+    def kind_of(path: Path) -> str:
+        return next((k for k in ("soak", "metrics") if path.stem.endswith(k)), "run")
+
+    files = sorted(p for p in RESULTS.glob("*.json") if kind_of(p) == kind)
     return max(files, key=lambda p: p.stat().st_mtime) if files else None
 
 
@@ -238,7 +238,38 @@ def update_readme() -> None:
         result = orjson.loads(soak.read_bytes())
         body = f"From [`results/{soak.name}`](results/{soak.name}).\n\n" + soak_summary(result)
         text = _replace(text, "soak", body)
+    metrics = newest("metrics")
+    if metrics is not None:
+        result = orjson.loads(metrics.read_bytes())
+        body = f"From [`results/{metrics.name}`](results/{metrics.name}).\n\n" + metrics_table(
+            result
+        )
+        text = _replace(text, "metrics", body)
     README.write_text(text)
+
+
+def metrics_table(result: dict[str, Any]) -> str:
+    """The SLA-metrics benchmark: each report request's time, one request at a time."""
+    m, seed = result["machine"], result["seed"]
+    lines = [
+        f"Run of {result['date']} (`bench/metrics`), commit `{m['git_commit'][:10]}`"
+        f"{' (+ uncommitted changes)' if m.get('git_dirty') else ''}: {m['cpus']} cores, "
+        f"{m['postgres']}, fsync on; SDMS with {result['settings']['workers']} workers. "
+        f"{seed['incidents']:,} incidents with {seed['sla_clocks']:,} SLA clocks "
+        f"({seed['database_mb']:,} MB database; {result['settings']['api_seed']:,} made through "
+        f"the API, the rest cloned in SQL in {seed['clone_seconds']:.0f} s). Each query asked "
+        f"{result['settings']['repeats']} times one after another after one untimed request; "
+        "times are the whole HTTP request as the client sees it.",
+        "",
+        "| request | median ms | min ms | max ms |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in [*result["metrics"], result["direct_sql"]]:
+        name = row["query"]
+        if "path" in row:
+            name = f"{name}: `GET {row['path'].removeprefix('/api/v1')}`"
+        lines.append(f"| {name} | {row['median_ms']:,} | {row['min_ms']:,} | {row['max_ms']:,} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

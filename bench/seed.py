@@ -379,9 +379,10 @@ async def _clone_table(conn: Any, table: str, link: str) -> None:
     )
 
 
-async def clone_incidents_sql(dsn: str, count: int) -> float:
+async def clone_incidents_sql(dsn: str, count: int, children: tuple[str, ...] = ()) -> float:
     """Add `count` incidents by cloning the API-made ones with everything that hangs off them
-    (journal, change log, SLA clocks, escalations...); returns the seconds it took."""
+    (journal, change log, SLA clocks, escalations...); returns the seconds it took. With
+    `children`, only those tables are cloned with the incidents (no journal, no change log)."""
     started = time.monotonic()
     conn = await asyncpg.connect(dsn)
     try:
@@ -397,14 +398,17 @@ async def clone_incidents_sql(dsn: str, count: int) -> float:
                 "shift interval, number text)"
             )
             await _clone_incidents(conn)
-            await _clone_table(conn, "journal_entries", "record_id")
+            if not children:
+                await _clone_table(conn, "journal_entries", "record_id")
             for child in await conn.fetch(CHILD_TABLES):
-                await _clone_table(conn, child["child"], child["column"])
+                if not children or child["child"] in children:
+                    await _clone_table(conn, child["child"], child["column"])
             has_clocks = await conn.fetchval("SELECT to_regclass('sla_clocks') IS NOT NULL")
             if has_clocks:
                 await conn.execute(SETTLE_CLOCKS)
-            await conn.execute("CREATE INDEX ON clone_ids (old_id)")
-            await conn.execute(CLONE_CHANGE_LOG)
+            if not children:
+                await conn.execute("CREATE INDEX ON clone_ids (old_id)")
+                await conn.execute(CLONE_CHANGE_LOG)
     finally:
         await conn.close()
     return time.monotonic() - started
