@@ -264,7 +264,8 @@ def metrics_table(result: dict[str, Any]) -> str:
         "| request | median ms | min ms | max ms |",
         "|---|---:|---:|---:|",
     ]
-    for row in [*result["metrics"], result["direct_sql"]]:
+    direct = result["direct_sql"]
+    for row in [*result["metrics"], *(direct if isinstance(direct, list) else [direct])]:
         name = row["query"]
         if "path" in row:
             name = f"{name}: `GET {row['path'].removeprefix('/api/v1')}`"
