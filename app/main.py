@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -38,6 +39,35 @@ def background_jobs() -> list[Job]:
 
 def _operation_id(route: APIRoute) -> str:
     return route.name
+
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _document_api_keys(app: FastAPI) -> None:
+    """Declare the API-key scheme in the OpenAPI document. Authentication itself is done by
+    `current_call` (app/core/deps.py), not by a security dependency per route, which FastAPI
+    would resolve on every request."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An SDMS API key: `Authorization: Bearer <key>`.",
+                }
+            }
+            schema["security"] = [{"apiKey": []}]
+            for path in OPEN_PATHS & schema["paths"].keys():
+                for operation in schema["paths"][path].values():
+                    operation["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -100,6 +130,7 @@ def create_app(
     # Most-used first: requests are matched against the routes in this order.
     for router in (incidents_router, slm_router, identity_router, health_router):
         app.include_router(router)
+    _document_api_keys(app)
     return app
 
 

@@ -37,3 +37,13 @@ def test_the_contracts_paths_are_documented() -> None:
         "/metrics",
     ):
         assert path in paths, path
+
+
+def test_the_api_key_is_the_documented_security_scheme() -> None:
+    document = json.loads(EXPORTED.read_text(encoding="utf-8"))
+    scheme = document["components"]["securitySchemes"]["apiKey"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert document["security"] == [{"apiKey": []}]
+    assert document["paths"]["/api/v1/incidents"]["post"].get("security") is None  # the default
+    for path in ("/healthz", "/readyz", "/metrics"):  # operations' probes need no key
+        assert document["paths"][path]["get"]["security"] == []

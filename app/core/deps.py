@@ -45,9 +45,6 @@ async def request_connection(request: Request) -> AsyncConnection:
     return conn
 
 
-ReadConn = Annotated[AsyncConnection, Depends(request_connection)]
-
-
 @dataclass(frozen=True, slots=True)
 class Call:
     """What a handler knows of its request: the connection, the caller, the app's parts."""
@@ -75,13 +72,14 @@ class Call:
         return self.clock.now()
 
 
-async def current_call(
-    request: Request,
-    conn: ReadConn,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Call:
+async def current_call(request: Request) -> Call:
+    """The caller, authenticated by its API key, and the request's connection. The header
+    and the connection are taken here, not as sub-dependencies: each dependency FastAPI
+    resolves costs CPU on every request (the OpenAPI document declares the key as its
+    security scheme: app/main.py)."""
     from app.identity.service import principal_for_key  # identity owns the key tables
 
+    authorization = request.headers.get("authorization")
     if authorization is None:
         raise Unauthorized("Send an API key: `Authorization: Bearer <key>`.")
     if len(authorization) > MAX_AUTHORIZATION_LENGTH:  # no key is this long: unknown, a 401
@@ -93,6 +91,7 @@ async def current_call(
     state = request.app.state
     settings: Settings = state.settings
     admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
+    conn = await request_connection(request)
     if bootstrap_key_matches(token, admin_key):
         return Call(conn, BOOTSTRAP_ADMIN, state)
     principal = await principal_for_key(conn, token)
