@@ -43,6 +43,7 @@ from app.itil.journal import JournalWriter
 from app.itil.numbers import looks_like_number, next_number_and_version
 from app.slm import config as slm_config
 from app.slm import service as slm
+from app.slm.models import sla_clocks
 from app.slm.service import ClockView
 
 RECORD_TYPE = "incident"
@@ -115,6 +116,32 @@ _INCIDENT_BY = {
 }
 
 
+# A read of one incident brings its clocks along: one row per clock (or one with no clock),
+# the clock's columns prefixed, response first.
+_CLOCK_PREFIX = "sla_"
+_INCIDENT_COLUMNS = tuple(column.name for column in incidents.columns)
+_CLOCK_COLUMNS = tuple((_CLOCK_PREFIX + c.name, c.name) for c in slm.VIEW_COLUMNS)
+
+
+def _incident_with_clocks(column: str, *, customer: bool) -> Select[Any]:
+    stmt = (
+        select(incidents, *(c.label(_CLOCK_PREFIX + c.name) for c in slm.VIEW_COLUMNS))
+        .select_from(incidents.outerjoin(sla_clocks, sla_clocks.c.incident_id == incidents.c.id))
+        .where(incidents.c[column] == bindparam("ref"))
+        .order_by(sla_clocks.c.kind.desc())
+    )
+    if customer:
+        stmt = stmt.where(incidents.c.organization_id == bindparam("organization_id"))
+    return stmt
+
+
+_INCIDENT_WITH_CLOCKS_BY = {
+    (column, customer): Query(_incident_with_clocks(column, customer=customer))
+    for column in ("id", "number")
+    for customer in (False, True)
+}
+
+
 def _ref_value(ref: str) -> tuple[str, Any] | None:
     record_id = parse_uuid(ref)
     if record_id is not None:
@@ -127,7 +154,23 @@ def _ref_value(ref: str) -> tuple[str, Any] | None:
 async def read_incident(
     conn: AsyncConnection, *, principal: Principal, ref: str, now: datetime
 ) -> Incident:
-    return await with_clocks(conn, await get_incident(conn, principal=principal, ref=ref), now)
+    """An incident with its SLA clocks, in one statement; 404 if the caller may not see it."""
+    reference = _ref_value(ref)
+    if reference is None:
+        raise NotFound(f"No incident {ref}.")
+    column, value = reference
+    query = _INCIDENT_WITH_CLOCKS_BY[column, principal.is_customer]
+    rows = await query.all(conn, {"ref": value, "organization_id": principal.organization_id})
+    if not rows:
+        raise NotFound(f"No incident {ref}.")
+    first = rows[0]._mapping
+    clocks = [
+        {name: row._mapping[label] for label, name in _CLOCK_COLUMNS}
+        for row in rows
+        if row._mapping[_CLOCK_PREFIX + "kind"] is not None
+    ]
+    row = SqlRow({name: first[name] for name in _INCIDENT_COLUMNS})
+    return Incident(row, await slm.views_of(conn, clocks, now) if clocks else [])
 
 
 async def get_incident(

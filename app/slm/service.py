@@ -464,7 +464,7 @@ async def rebuild_clocks(conn: AsyncConnection, incident: Any, now: datetime) ->
 
 
 # What reading a clock needs: no JSON to decode (see app/slm/models.py).
-_VIEW_COLUMNS = [
+VIEW_COLUMNS = [
     sla_clocks.c[name]
     for name in (
         "incident_id",
@@ -483,19 +483,19 @@ _VIEW_COLUMNS = [
 
 # Every incident read runs one of these (hot-path queries, app/core/sql.py); response first.
 _CLOCKS_OF_ONE = Query(
-    select(*_VIEW_COLUMNS)
+    select(*VIEW_COLUMNS)
     .where(sla_clocks.c.incident_id == bindparam("incident_id"))
     .order_by(sla_clocks.c.kind.desc())
 )
 _CLOCKS_OF_MANY = {
     # PostgreSQL: one array parameter, so every page size is the same prepared statement.
     "postgresql": Query(
-        select(*_VIEW_COLUMNS)
+        select(*VIEW_COLUMNS)
         .where(sla_clocks.c.incident_id == any_(bindparam("incident_ids", type_=_UUID_ARRAY)))
         .order_by(sla_clocks.c.incident_id, sla_clocks.c.kind.desc())
     ),
     "sqlite": Query(
-        select(*_VIEW_COLUMNS)
+        select(*VIEW_COLUMNS)
         .where(sla_clocks.c.incident_id.in_(bindparam("incident_ids", expanding=True)))
         .order_by(sla_clocks.c.incident_id, sla_clocks.c.kind.desc())
     ),
@@ -526,13 +526,27 @@ async def clock_views(
     else:
         query = _CLOCKS_OF_MANY[conn.dialect.name]
         rows = await query.all(conn, {"incident_ids": list(incident_ids)})
-    for key in {_calendar_key(row._mapping) for row in rows} - _parsed.keys():
+    clocks = [row._mapping for row in rows]
+    await _parse_calendars(conn, clocks)
+    for clock in clocks:
+        views.setdefault(clock["incident_id"], []).append(clock_view(clock, now))
+    return views
+
+
+async def views_of(
+    conn: AsyncConnection, clocks: Sequence[Mapping[str, Any]], now: datetime
+) -> list[ClockView]:
+    """The `sla` field of one incident from its clocks' `VIEW_COLUMNS`, read by the caller
+    (with the incident, in one statement), response first."""
+    await _parse_calendars(conn, clocks)
+    return _views(clocks, now)
+
+
+async def _parse_calendars(conn: AsyncConnection, clocks: Iterable[Mapping[str, Any]]) -> None:
+    for key in {_calendar_key(clock) for clock in clocks} - _parsed.keys():
         # A calendar version this process has not parsed yet: once, from any clock that has it.
         found = await _SNAPSHOT.first(conn, {"calendar_id": key[0], "calendar_version": key[1]})
         working_calendar(found.calendar)
-    for row in rows:
-        views.setdefault(row.incident_id, []).append(clock_view(row._mapping, now))
-    return views
 
 
 def _views(clock_rows: Iterable[Mapping[Any, Any]], now: datetime) -> list[ClockView]:

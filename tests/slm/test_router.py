@@ -221,7 +221,8 @@ async def test_the_most_specific_agreement_applies(world: World) -> None:
 
 
 async def test_no_agreement_no_clocks(world: World) -> None:
-    assert (await world.incident())["sla"] == []
+    unmeasured = await world.incident()
+    assert unmeasured["sla"] == []
     cal = await calendar(world.manager)
     await agreement(
         world.manager,
@@ -229,7 +230,15 @@ async def test_no_agreement_no_clocks(world: World) -> None:
         targets=[{"priority": 1, "response_seconds": 60, "resolution_seconds": 600}],
     )
     assert (await world.incident(impact=3, urgency=3))["sla"] == []  # no target for priority 5
-    assert len((await world.incident(major=True))["sla"]) == 2
+    major = await world.incident(major=True)
+    assert [c["kind"] for c in major["sla"]] == ["response", "resolution"]
+    # A read answers what the write did (its caller's fields), with or without clocks.
+    for created in (unmeasured, major):
+        for fetched in (
+            await fetch(world, created),
+            ok(await world.agent.get(f"/incidents/{created['number']}"), 200),
+        ):
+            assert {name: fetched[name] for name in created} == created
 
 
 # --- clocks on incidents --------------------------------------------------------------------
