@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -21,7 +22,7 @@ from app.core.auth import BOOTSTRAP_ADMIN, Principal, Role, bootstrap_key_matche
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.context import Context
-from app.core.db import Database
+from app.core.db import Database, release
 from app.core.errors import Forbidden, Unauthorized
 from app.core.observability import on_request_end
 from app.core.responses import JSON, Reply, dump_json
@@ -41,7 +42,7 @@ async def request_connection(request: Request) -> AsyncConnection:
         db: Database = request.app.state.db
         conn = await db.reader.connect()
         request.scope[_CONNECTION] = conn
-        on_request_end(request.scope, conn.close)
+        on_request_end(request.scope, partial(release, conn))
     return conn
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
-from app.core.db import Database
+from app.core.db import Database, release
 from app.core.errors import Conflict
 from app.core.ids import new_id
 from app.core.sql import Batch, Query
@@ -58,6 +58,38 @@ async def test_statements_run_inside_the_transaction(database: Database) -> None
             assert (await conn.execute(COUNT)).scalar_one() == 1  # same transaction
     async with database.read() as other:
         assert (await GROUP_BY_NAME.first(other, {"name": "kept"})) is not None
+
+
+async def test_sqlalchemy_statements_share_the_transaction(database: Database) -> None:
+    """Statements run through SQLAlchemy and through the driver are one transaction: both
+    are rolled back together, and committed together."""
+    async with database.read() as conn:
+        with pytest.raises(RuntimeError):
+            async with database.transaction_on(conn):
+                await conn.execute(insert(groups).values(**group("by SQLAlchemy")))
+                await INSERT_GROUP.insert(conn, group("by the driver"))
+                raise RuntimeError
+        assert (await conn.execute(COUNT)).scalar_one() == 0
+        async with database.transaction_on(conn):
+            await conn.execute(insert(groups).values(**group("by SQLAlchemy")))
+            await INSERT_GROUP.insert(conn, group("by the driver"))
+    async with database.read() as other:
+        assert (await other.execute(COUNT)).scalar_one() == 2
+
+
+async def test_a_connection_left_in_a_transaction_is_not_pooled(database: Database) -> None:
+    """A request cancelled inside its write must not hand its open transaction to the next
+    request: `release` discards such a connection."""
+    conn = await database.reader.connect()
+    context = database.transaction_on(conn)
+    await context.__aenter__()  # begun, never ended: as a cancelled request leaves it
+    await INSERT_GROUP.insert(conn, group("never committed"))
+    await release(conn)
+    for _ in range(3):  # whichever pooled connection comes next is clean
+        async with database.read() as other:
+            assert (await other.execute(COUNT)).scalar_one() == 0
+            async with database.transaction_on(other):
+                assert (await other.execute(COUNT)).scalar_one() == 0
 
 
 async def test_constraint_violations_are_database_errors(database: Database) -> None:
