@@ -26,7 +26,7 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Serve the API (and, unless SDMS_EMBEDDED_WORKER=false, the background jobs)."""
-    import uvicorn
+    from app.core.serving import serve as serve_app
 
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker process writes its metrics here; /metrics adds them up.
@@ -35,9 +35,7 @@ def serve(
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     settings = get_settings()
-    uvicorn.run(
-        "app.main:app_factory",
-        factory=True,
+    serve_app(
         host=host,
         port=port,
         workers=workers,

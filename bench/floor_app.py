@@ -113,13 +113,15 @@ async def comment(incident_id: uuid.UUID, body: CommentIn, request: Request) -> 
 
 
 if __name__ == "__main__":
-    import uvicorn
+    # Served exactly as `sdms serve` serves SDMS: the same uvicorn settings and the same worker
+    # processes, each with its own SO_REUSEPORT socket (app/core/serving.py).
+    from app.core.serving import serve
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    uvicorn.run(
-        "bench.floor_app:app", host="127.0.0.1", port=args.port, workers=args.workers,
+    serve(
+        app="bench.floor_app:app", host="127.0.0.1", port=args.port, workers=args.workers,
         access_log=False, log_level="info", proxy_headers=False,
     )  # fmt: skip

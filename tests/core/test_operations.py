@@ -248,3 +248,66 @@ async def test_create_api_key_fails_cleanly(
     assert "Traceback" not in err
     assert "SELECT" not in err
     assert "INSERT" not in err
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def serve_process(port: int, url: str, workers: int) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDMS_")}
+    env.update(SDMS_DATABASE_URL=url, PYTHONPATH=str(ROOT), SDMS_EMBEDDED_WORKER="false")
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+async def test_serve_with_workers_answers_refuses_a_taken_port_and_stops_on_sigterm(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    import signal
+
+    import httpx
+
+    path = tmp_path / "serve.db"
+    shutil.copyfile(sqlite_template, path)
+    url, port = sqlite_url(path), free_port()
+    server = await serve_process(port, url, workers=2)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(300):
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            # Many connections at once, each answered (by whichever worker has it).
+            answers = await asyncio.gather(*(http.get("/healthz") for _ in range(8)))
+            assert [a.status_code for a in answers] == [200] * 8
+        # A second server on the same port fails at once instead of sharing it.
+        second = await serve_process(port, url, workers=2)
+        _out, err = await asyncio.wait_for(second.communicate(), timeout=60)
+        assert second.returncode != 0
+        assert b"cannot listen" in err
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.wait_for(server.communicate(), timeout=60)
+    assert server.returncode == 0, err.decode()
+    assert err.decode().count("Finished server process") == 2  # both workers shut down cleanly

@@ -1,0 +1,120 @@
+"""`sdms serve` with several worker processes, each listening on its own socket.
+
+uvicorn's own `--workers` shares one listening socket between its processes: whichever worker
+wakes first accepts, and a worker that is already running tends to accept everything that
+arrives at once. Keep-alive clients (a reverse proxy, an integration's connection pool, the
+benchmark's 32 connections) then stay on one worker while the other idles — seen in the
+benchmark as 32 / 0 splits. With `SO_REUSEPORT` (Linux) every worker binds its own socket to
+the same address and the kernel spreads new connections evenly over them.
+
+Where `SO_REUSEPORT` does not balance (not Linux), or with one worker, uvicorn serves as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger("uvicorn.error")  # configured by uvicorn.Config, like uvicorn's own
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app's start-up failed
+APP = "app.main:app_factory"
+
+
+def balances_connections() -> bool:
+    return sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+
+
+def serve(*, host: str, port: int, workers: int, app: str = APP, **options: Any) -> None:
+    """Serve `app` (an import string: SDMS's factory unless told otherwise; the benchmark's
+    floor app is served the same way); `options` are uvicorn's (factory, access_log, ...)."""
+    options = {"factory": app == APP, **options}
+    if workers == 1 or not balances_connections():
+        uvicorn.run(app, host=host, port=port, workers=workers, **options)
+        return
+    Supervisor(app, host, port, workers, options).run()
+
+
+def _listening_socket(host: str, port: int, *, shared: bool = True) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _worker(app: str, host: str, port: int, options: dict[str, Any]) -> None:
+    sock = _listening_socket(host, port)
+    config = uvicorn.Config(app, host=host, port=port, **options)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+class Supervisor:
+    """Starts the workers, restarts one that dies, stops them all on SIGINT/SIGTERM."""
+
+    def __init__(
+        self, app: str, host: str, port: int, workers: int, options: dict[str, Any]
+    ) -> None:
+        self.app, self.host, self.port, self.options = app, host, port, options
+        self.context = multiprocessing.get_context("spawn")
+        self.processes: list[Any] = [None] * workers
+        self.stopping = False
+
+    def _start(self, index: int) -> None:
+        process = self.context.Process(
+            target=_worker,
+            args=(self.app, self.host, self.port, self.options),
+            name=f"sdms-worker-{index}",
+        )
+        process.start()
+        self.processes[index] = process
+
+    def _stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        uvicorn.Config(self.app, **self.options)  # configures logging, as uvicorn.run does
+        # Bind once here first, without SO_REUSEPORT: a port in use (another SDMS included,
+        # whose sockets would otherwise accept ours beside them) fails now, clearly.
+        try:
+            _listening_socket(self.host, self.port, shared=False).close()
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", self.host, self.port, exc.strerror)
+            sys.exit(1)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+        for index in range(len(self.processes)):
+            self._start(index)
+        log.info(
+            "serving on http://%s:%d with %d workers", self.host, self.port, len(self.processes)
+        )
+        failed = False
+        while not self.stopping:
+            time.sleep(0.2)
+            for index, process in enumerate(self.processes):
+                if self.stopping or process.is_alive():
+                    continue
+                if process.exitcode == STARTUP_FAILURE:
+                    log.error("a worker failed to start; stopping")
+                    self.stopping = failed = True
+                    break
+                log.warning("worker %d exited (%s); starting another", index, process.exitcode)
+                self._start(index)
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: uvicorn finishes its requests, then exits
+        for process in self.processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        if failed:
+            sys.exit(STARTUP_FAILURE)
