@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -96,6 +97,11 @@ def create_app(
         worker = None
         if settings.embedded_worker and jobs:
             worker = asyncio.create_task(run_forever(jobs, db, settings, clock, stop))
+        # What start-up built (modules, tables, compiled statements, models) lives as long as
+        # the process: kept out of the collector's full passes, which otherwise walk it all
+        # again and again while requests allocate.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
