@@ -17,7 +17,7 @@ from app.core.context import Context
 from app.core.errors import Conflict, NotFound
 from app.core.ids import new_id
 from app.core.pagination import Keyset, PageParams, timestamp_key
-from app.core.sql import Batch, Query
+from app.core.sql import Batch, Query, as_dict
 from app.core.sql import Row as SqlRow
 
 
@@ -112,7 +112,7 @@ def update_into(
     params = {f"_set_{name}": value for name, value in values.items()}
     params.update(_id=current.id, _version=current.version)
     batch.execute(_updating(table, frozenset(values), returning=False), params, expect_one=True)
-    return SqlRow({**current._mapping, **values})
+    return SqlRow({**as_dict(current._mapping), **values})
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:

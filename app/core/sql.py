@@ -47,6 +47,16 @@ class Row:
         return f"Row({dict(self._mapping)!r})"
 
 
+def as_dict(mapping: Mapping[Any, Any]) -> dict[str, Any]:
+    """A row's mapping as a dict with plain `str` keys, as orjson wants them: the driver's
+    records and dicts in one C call; SQLAlchemy's mappings (keys may be `quoted_name`s, a str
+    subclass) key by key."""
+    kind = type(mapping)
+    if kind is asyncpg.Record or kind is dict:
+        return dict(mapping)
+    return {str(key): value for key, value in mapping.items()}
+
+
 class DriverError(DBAPIError):
     """An error of the driver on the direct route, handled like SQLAlchemy's own DBAPI errors
     (constraint violations are 409, data errors 422: app/core/errors.py)."""
