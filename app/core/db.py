@@ -184,7 +184,8 @@ class Database:
         """One transaction on a connection taken from `read()` (a request's own connection),
         committed when the block ends without an exception. The connection leaves autocommit
         mode for it; the pool resets that when the connection is returned."""
-        await conn.commit()  # ends the autocommit connection's implicit (empty) transaction
+        if conn.in_transaction():
+            await conn.commit()  # ends the autocommit connection's implicit (empty) one
         if self.dialect == "postgresql":
             # The transaction is the driver's own (BEGIN ... COMMIT on the asyncpg connection)
             # and the connection stays in autocommit mode for SQLAlchemy, whose statements then

@@ -51,7 +51,7 @@ async def create_incident(body: IncidentCreate, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         return _reply(await service.create_incident(conn, ctx=ctx, data=body), ctx, 201)
 
-    return await write.run(action)
+    return await write.run(action, one_statement=True)
 
 
 @router.get("", response_model=Page[IncidentRead])
