@@ -188,6 +188,13 @@ class Query:
         params: Mapping[str, Any] | None,
         columns: tuple[str, ...] | None,
     ) -> tuple[str, list[Any]]:
+        sql, names, literals = self.compiled(conn, columns)
+        return sql, self._args(names, literals, params or {})
+
+    def compiled(
+        self, conn: AsyncConnection, columns: tuple[str, ...] | None = None
+    ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+        """The SQL, its parameter names in order, and the values of its own literals."""
         compiled = self._compiled.get(columns)
         if compiled is None:
             keys = list(columns) if columns is not None else None
@@ -196,8 +203,7 @@ class Query:
             literals = {k: v for k, v in done.params.items() if v is not None}
             compiled = (done.string, tuple(done.positiontup or ()), literals)
             self._compiled[columns] = compiled
-        sql, names, literals = compiled
-        return sql, self._args(names, literals, params or {})
+        return compiled
 
     def _args(
         self, names: tuple[str, ...], literals: Mapping[str, Any], params: Mapping[str, Any]
@@ -271,9 +277,13 @@ class Batch:
                 else:
                     await query.execute(conn, values)
             return
-        combined, params = _combine(parts)
-        row = await combined.first(conn, params)
-        if any(count != 1 for count in row._mapping.values()):
+        sql, args = _combine(parts).arguments(conn, parts)
+        driver = await _begun(conn)
+        try:
+            record = await driver.fetchrow(sql, *args)
+        except asyncpg.PostgresError as exc:
+            raise _wrapped(exc, sql) from exc
+        if any(count != 1 for count in record.values()):
             raise _lost_race()
 
 
@@ -283,31 +293,76 @@ def _lost_race() -> Exception:
     return Conflict("The record was changed by another request at the same time; retry.")
 
 
-_combined: dict[tuple[Any, ...], Query] = {}
+_MISSING = object()
+Part = tuple[Query, str, Any, bool]  # query, "insert" or "execute", rows or params, expect_one
 
 
-def _combine(parts: Sequence[tuple[Query, str, Any, bool]]) -> tuple[Query, dict[str, Any]]:
-    """One statement for the parts (compiled once per shape) and its parameters."""
-    shape: list[Any] = []
-    params: dict[str, Any] = {}
-    for number, (query, kind, values, expect_one) in enumerate(parts):
-        prefix = f"p{number}_"
-        if kind == "insert":
-            columns = tuple(values[0])
-            shape.append((id(query), columns, len(values)))
-            for i, row in enumerate(values):
-                params.update({f"{prefix}r{i}_{name}": row[name] for name in columns})
-        else:
-            shape.append((id(query), expect_one))
-            params.update({prefix + name: value for name, value in values.items()})
-    key = tuple(shape)
+class _Combined:
+    """A batch shape's one statement, and where each of its positional arguments comes from
+    (worked out once per shape: a write's hundred-odd arguments are then gathered straight from
+    the parts, with no renamed-parameter dict in between)."""
+
+    __slots__ = ("query", "sources")
+
+    def __init__(self, query: Query) -> None:
+        self.query = query
+        # (part, row, key, literal, is_json) per argument; row -1: the part's params; part -1:
+        # a literal of the statement itself
+        self.sources: list[tuple[int, int, str, Any, bool]] | None = None
+
+    def arguments(self, conn: AsyncConnection, parts: Sequence[Part]) -> tuple[str, list[Any]]:
+        sql, names, literals = self.query.compiled(conn)
+        sources = self.sources
+        if sources is None:
+            sources = self.sources = [
+                (*_origin(name, parts), literals.get(name, _MISSING), name in self.query.json)
+                for name in names
+            ]
+        args = []
+        for part, row, key, literal, is_json in sources:
+            if part < 0:
+                value = literal
+            elif row < 0:
+                value = parts[part][2].get(key, literal)
+            else:
+                value = parts[part][2][row][key]
+            if value is _MISSING:
+                raise KeyError(key)
+            args.append(json_dumps(value) if is_json else value)
+        return sql, args
+
+
+def _origin(name: str, parts: Sequence[Part]) -> tuple[int, int, str]:
+    """Which part, row and key a parameter of the combined statement was named after
+    (`p<part>_r<row>_<column>` for inserted rows, `p<part>_<name>` for other statements)."""
+    head, _, rest = name.partition("_")
+    if head[:1] != "p" or not head[1:].isdigit() or int(head[1:]) >= len(parts):
+        return -1, -1, name
+    part = int(head[1:])
+    if parts[part][1] != "insert":
+        return part, -1, rest
+    row, _, column = rest.partition("_")
+    if row[:1] != "r" or not row[1:].isdigit():
+        return -1, -1, name
+    return part, int(row[1:]), column
+
+
+_combined: dict[tuple[Any, ...], _Combined] = {}
+
+
+def _combine(parts: Sequence[Part]) -> _Combined:
+    """One statement for the parts, composed and compiled once per shape."""
+    key = tuple(
+        (id(query), tuple(values[0]), len(values)) if kind == "insert" else (id(query), flag)
+        for query, kind, values, flag in parts
+    )
     combined = _combined.get(key)
     if combined is None:
-        combined = _combined[key] = _compose(parts)
-    return combined, params
+        combined = _combined[key] = _Combined(_compose(parts))
+    return combined
 
 
-def _compose(parts: Sequence[tuple[Query, str, Any, bool]]) -> Query:
+def _compose(parts: Sequence[Part]) -> Query:
     ctes: list[Any] = []
     checks: list[Any] = []
     json: set[str] = set()
