@@ -41,6 +41,9 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 
+# The labelled children of the two request metrics, by (method, route, status).
+_metric_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
 
 def metrics_text() -> tuple[bytes, str]:
     """The process's metrics, or every worker's when running under several processes."""
@@ -149,8 +152,14 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
             method = scope["method"]
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
+            counted = _metric_children.get((method, route, status))
+            if counted is None:  # routes, methods and statuses are few: each pair made once
+                counted = _metric_children[method, route, status] = (
+                    REQUESTS.labels(method, route, str(status)),
+                    LATENCY.labels(method, route),
+                )
+            counted[0].inc()
+            counted[1].observe(elapsed)
             if self.access_log:
                 log.info(
                     "%s %s %s %.1fms id=%s",
