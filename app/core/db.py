@@ -192,11 +192,25 @@ class Database:
             # run inside it: switching SQLAlchemy's isolation level there and back on every
             # write cost more CPU than the write's own statements (measured with py-spy).
             driver = _driver_of(conn)
+            if conn.info.get(_DRIVER_TRANSACTION) or driver.is_in_transaction():
+                raise RuntimeError("the connection is already inside a transaction")
+            # Set until the transaction has ended cleanly: a connection still marked when the
+            # request ends (cancelled during BEGIN, a write or the rollback) is discarded.
+            conn.info[_DRIVER_TRANSACTION] = True
+            transaction = driver.transaction(isolation="read_committed")
+            await transaction.start()
             try:
-                async with driver.transaction():
-                    yield conn
-            except asyncpg.PostgresError as exc:  # COMMIT's own error, as SQLAlchemy's are
+                yield conn
+            except BaseException:
+                if not driver.is_closed():
+                    await transaction.rollback()
+                conn.info.pop(_DRIVER_TRANSACTION, None)
+                raise
+            try:
+                await transaction.commit()
+            except asyncpg.PostgresError as exc:  # as SQLAlchemy's own errors are
                 raise DBAPIError("COMMIT", None, exc) from exc
+            conn.info.pop(_DRIVER_TRANSACTION, None)
             return
         await conn.execution_options(isolation_level=self.write_isolation)
         async with conn.begin():
@@ -211,17 +225,17 @@ def _driver_of(conn: AsyncConnection) -> Any:
     return conn.sync_connection.connection.dbapi_connection._connection  # type: ignore[union-attr]
 
 
+_DRIVER_TRANSACTION = "sdms.driver_transaction"
+
+
 async def release(conn: AsyncConnection) -> None:
-    """Return a request's connection to the pool. One left inside a driver transaction (a
-    request cancelled mid-write) is discarded instead: the pool cannot roll back what it does
-    not know was begun."""
-    if (
-        conn.dialect.name == "postgresql"
-        and not conn.closed
-        and not conn.invalidated
-        and _driver_of(conn).is_in_transaction()
-    ):
-        await conn.invalidate()
+    """Return a request's connection to the pool. One that may be inside a driver transaction
+    (a request cancelled mid-write), or whose driver connection was lost, is discarded
+    instead: the pool cannot roll back what it does not know was begun."""
+    if conn.dialect.name == "postgresql" and not conn.closed and not conn.invalidated:
+        driver = _driver_of(conn)
+        if conn.info.get(_DRIVER_TRANSACTION) or driver.is_closed() or driver.is_in_transaction():
+            await conn.invalidate()
     await conn.close()
 
 

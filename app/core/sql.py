@@ -213,6 +213,12 @@ class Query:
         return [json_dumps(v) if n in json else v for n, v in zip(names, values, strict=True)]
 
 
+def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection beneath `conn`."""
+    adapter: Any = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    return adapter._connection
+
+
 async def _begun(conn: AsyncConnection) -> Any:
     """The asyncpg connection under `conn`, with SQLAlchemy's transaction begun if `conn` is
     in one (the adapter sends BEGIN lazily, with its first statement)."""
@@ -267,6 +273,13 @@ class Batch:
         parts, self._parts = self._parts, []
         if not parts:
             return
+        if conn.dialect.name == "postgresql" and not _driver(conn).is_in_transaction():
+            # Outside a transaction (a one-statement write: WriteContext.run) every statement
+            # commits by itself: only one statement with nothing to check after it is all or
+            # nothing. A check that failed would answer 409 over a write already committed.
+            many_rows = parts[0][1] == "insert" and len(parts[0][2]) > MULTI_ROW_MAX
+            if any(part[3] for part in parts) or (len(parts) == 1 and many_rows):
+                raise RuntimeError("outside a transaction, a Batch must be one statement")
         if conn.dialect.name != "postgresql" or len(parts) == 1:
             for query, kind, values, expect_one in parts:
                 if kind == "insert":

@@ -66,6 +66,7 @@ PUBLIC_FIELDS = tuple(name for name in IncidentPublic.model_fields if name != "s
 _COLUMNS = frozenset(column.name for column in incidents.columns)
 assert _COLUMNS.issuperset(STAFF_FIELDS), "every field of a view is a column"
 STAFF_HIDDEN = tuple(sorted(_COLUMNS - set(STAFF_FIELDS)))
+assert set(STAFF_HIDDEN) == INTERNAL_FIELDS, "staff see every column but the internal ones"
 PUBLIC_HIDDEN = tuple(sorted(_COLUMNS - set(PUBLIC_FIELDS)))
 
 

@@ -3,13 +3,15 @@ routes (SQLAlchemy on SQLite, the driver beneath it on PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
-from app.core.db import Database, release
+from app.core.db import Database, create_engine, release
 from app.core.errors import Conflict
 from app.core.ids import new_id
 from app.core.sql import Batch, Query
@@ -90,6 +92,39 @@ async def test_a_connection_left_in_a_transaction_is_not_pooled(database: Databa
             assert (await other.execute(COUNT)).scalar_one() == 0
             async with database.transaction_on(other):
                 assert (await other.execute(COUNT)).scalar_one() == 0
+
+
+@pytest.mark.parametrize("steps", range(6))
+async def test_a_write_cancelled_anywhere_leaves_the_next_one_durable(
+    database: Database, steps: int
+) -> None:
+    """A request cancelled at any point of its write (during BEGIN, a statement, COMMIT)
+    must not hand a half-open transaction to the next request on the same connection: that
+    one's 2xx must mean committed."""
+    one = Database(create_engine(str(database.engine.url), pool_size=1, max_overflow=0))
+    try:
+        conn = await one.reader.connect()
+        await conn.execute(COUNT)
+
+        async def cancelled_write() -> None:
+            async with one.transaction_on(conn):
+                await INSERT_GROUP.insert(conn, group("cancelled"))
+                await conn.execute(COUNT)
+
+        task = asyncio.create_task(cancelled_write())
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await release(conn)
+        # The pool's only connection, or a fresh one if that was discarded.
+        async with one.read() as again, one.transaction_on(again):
+            await INSERT_GROUP.insert(again, group("acknowledged"))
+    finally:
+        await one.dispose()
+    async with database.read() as other:
+        assert await GROUP_BY_NAME.first(other, {"name": "acknowledged"}) is not None
 
 
 async def test_constraint_violations_are_database_errors(database: Database) -> None:
@@ -194,3 +229,31 @@ async def test_a_batch_that_loses_a_race_writes_nothing(database: Database) -> N
             async with database.transaction_on(conn):
                 await batch.run(conn)
         assert {r.name for r in await conn.execute(select(groups))} == {"existing"}
+
+
+async def test_outside_a_transaction_a_batch_must_be_one_unchecked_statement(
+    database: Database,
+) -> None:
+    """A one-statement write (no transaction) is refused a batch whose outcome is only known
+    after it committed (a row check) or that would take several statements; a plain batch of
+    several parts is one statement, atomic by itself."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite writes always run in a transaction")
+    existing = group("existing")
+    async with database.read() as conn:
+        checked = Batch()
+        checked.insert(INSERT_GROUP, [group("not kept")])
+        checked.execute(
+            RENAME_GROUP, {"_id": existing["id"], "_version": 1, "_name": "x"}, expect_one=True
+        )
+        with pytest.raises(RuntimeError):
+            await checked.run(conn)
+        many = Batch()
+        many.insert(INSERT_GROUP, [group(f"many {n}") for n in range(30)])
+        with pytest.raises(RuntimeError):
+            await many.run(conn)
+        plain = Batch()
+        plain.insert(INSERT_GROUP, [group("one")])
+        plain.insert(INSERT_GROUP, [group("two")])
+        await plain.run(conn)
+        assert {r.name for r in await conn.execute(select(groups))} == {"one", "two"}
