@@ -39,6 +39,12 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+def migrated_copy(template: Path, path: Path) -> str:
+    """A migrated SQLite database of the test's own at `path`: its URL."""
+    shutil.copyfile(template, path)
+    return sqlite_url(path)
+
+
 async def sdms(*args: str, database_url: str) -> tuple[int, str, str]:
     """Run the installed `sdms` command against this database, as an operator would."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SDMS_")}
@@ -81,8 +87,7 @@ async def test_readyz_503_on_a_database_behind_the_latest_migration(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
     path = tmp_path / "old.db"
-    shutil.copyfile(sqlite_template, path)
-    url = sqlite_url(path)
+    url = migrated_copy(sqlite_template, path)
     async with app_on(url) as http:
         assert (await http.get("/readyz")).status_code == 200
         engine = create_engine(url)
@@ -191,9 +196,7 @@ async def test_python_dash_m_app_is_the_cli() -> None:
 async def test_create_api_key_prints_a_key_that_authenticates(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
-    path = tmp_path / "ops.db"
-    shutil.copyfile(sqlite_template, path)
-    url = sqlite_url(path)
+    url = migrated_copy(sqlite_template, tmp_path / "ops.db")
     code, out, err = await sdms(
         "create-api-key", "--role", "admin", "--name", "Ops", database_url=url
     )
@@ -285,9 +288,7 @@ async def test_serve_with_workers_answers_refuses_a_taken_port_and_stops_on_sigt
 
     import httpx
 
-    path = tmp_path / "serve.db"
-    shutil.copyfile(sqlite_template, path)
-    url, port = sqlite_url(path), free_port()
+    url, port = migrated_copy(sqlite_template, tmp_path / "serve.db"), free_port()
     server = await serve_process(port, url, workers=2)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
