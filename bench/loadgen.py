@@ -16,6 +16,7 @@ import resource
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,82 @@ def cpu_time() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class Measurement:
+    """The closed-loop bookkeeping of both load generators (HTTP here, raw asyncpg in
+    raw_limit.py), so that they measure alike: which request is next, the warm-up and the
+    measured window, latencies, completions per second, the client's CPU, and the result."""
+
+    def __init__(self, spec: dict[str, Any], total: int) -> None:
+        self.total = total
+        self.cycle: bool = spec["cycle"]
+        self.measure_from = time.perf_counter() + spec["warmup"]
+        self.measure_until = self.measure_from + spec["duration"]
+        self.cursor = 0
+        self.exhausted = False
+        self.warmup_requests = 0
+        self.latencies: list[float] = []
+        self.per_second: Counter[int] = Counter()
+        self.last_finish = 0.0
+        self.cpu_at_start: float | None = None
+
+    def next(self, now: float) -> int | None:
+        """The index of the next request to send at `now`, or None when the run is over."""
+        if now >= self.measure_until:
+            return None
+        if self.cursor >= self.total and not self.cycle:
+            self.exhausted = True
+            return None
+        index = self.cursor % self.total
+        self.cursor += 1
+        return index
+
+    def record(self, started: float, finished: float) -> bool:
+        """Count a request; False when it was started during the warm-up (not recorded)."""
+        if started < self.measure_from:
+            self.warmup_requests += 1
+            return False
+        if self.cpu_at_start is None:
+            self.cpu_at_start = cpu_time()
+        self.latencies.append(finished - started)
+        self.per_second[int(finished - self.measure_from)] += 1
+        self.last_finish = max(self.last_finish, finished)
+        return True
+
+    async def announce(self) -> None:
+        # The harness starts counting the server's CPU when it reads this line.
+        await asyncio.sleep(max(0.0, self.measure_from - time.perf_counter()))
+        print("measuring", flush=True)
+
+    def result(self, errors: int, statuses: dict[str, int], error_samples: Any) -> dict[str, Any]:
+        now_cpu = cpu_time()
+        cpu_used = now_cpu - (self.cpu_at_start if self.cpu_at_start is not None else now_cpu)
+        elapsed = max(self.last_finish - self.measure_from, 1e-9)
+        count = len(self.latencies)
+        seconds = max(self.per_second) + 1 if self.per_second else 0
+        return {
+            "requests": count,
+            "elapsed_s": round(elapsed, 3),
+            "req_s": round(count / elapsed, 1),
+            "latency_ms": percentiles(self.latencies),
+            "errors": errors,
+            "statuses": statuses,
+            "error_samples": error_samples,
+            "exhausted": self.exhausted,
+            "targets": self.total,
+            "warmup_requests": self.warmup_requests,
+            "per_second": [self.per_second.get(i, 0) for i in range(seconds)],
+            "client_cpu_percent": round(100 * cpu_used / elapsed, 1),
+        }
+
+
+def cli(run: Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]) -> None:
+    """`python -m bench.<generator> SPEC.json RESULT.json`: run the spec, write the result."""
+    spec_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
+    spec = orjson.loads(spec_path.read_bytes())
+    result = uvloop.run(run(spec))
+    result_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+
+
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
     host, port = spec["host"], spec["port"]
     header_sets: list[dict[str, str]] = spec["headers"]
@@ -69,27 +146,15 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     ]
     if not requests:
         raise SystemExit("no requests to send")
-    cycle: bool = spec["cycle"]
     concurrency: int = spec["concurrency"]
     timeout: float = spec.get("timeout", 10.0)
-    total = len(requests)
     gc.collect()
     gc.freeze()
 
-    latencies: list[float] = []
     statuses: Counter[int] = Counter()
     error_samples: dict[int, str] = {}
-    per_second: Counter[int] = Counter()
-    cursor = 0
-    exhausted = False
-    last_finish = 0.0
-    warmup_requests = 0
-
     connections = [await HttpConnection.open(host, port) for _ in range(concurrency)]
-    start = time.perf_counter()
-    measure_from = start + spec["warmup"]
-    measure_until = measure_from + spec["duration"]
-    cpu_at_measure: list[float] = []
+    measure = Measurement(spec, len(requests))
 
     async def reopen() -> HttpConnection:
         try:
@@ -99,19 +164,14 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             return HttpConnection()  # not connected: its next request fails at once
 
     async def worker(conn: HttpConnection) -> None:
-        nonlocal cursor, exhausted, last_finish, warmup_requests
         while True:
             started = time.perf_counter()
-            if started >= measure_until:
+            index = measure.next(started)
+            if index is None:
                 break
-            if cursor >= total and not cycle:
-                exhausted = True
-                break
-            raw = requests[cursor % total]
-            cursor += 1
             try:
                 async with asyncio.timeout(timeout):
-                    status, body = await conn.request(raw)
+                    status, body = await conn.request(requests[index])
             except ConnectionClosed as exc:
                 status, body = CONNECTION_ERROR, str(exc).encode()
                 conn = await reopen()
@@ -119,52 +179,23 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 status, body = TIMEOUT, f"no answer within {timeout:g} s".encode()
                 conn.close()
                 conn = await reopen()
-            finished = time.perf_counter()
-            if started < measure_from:
-                warmup_requests += 1
+            if not measure.record(started, time.perf_counter()):
                 continue
-            if not cpu_at_measure:
-                cpu_at_measure.append(cpu_time())
-            latencies.append(finished - started)
             statuses[status] += 1
-            per_second[int(finished - measure_from)] += 1
-            last_finish = max(last_finish, finished)
             if not 200 <= status < 300 and status not in error_samples:
                 error_samples[status] = body[:500].decode(errors="replace")
         conn.close()
 
-    async def announce() -> None:
-        # The harness starts counting the server's CPU when it reads this line.
-        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-        print("measuring", flush=True)
-
-    await asyncio.gather(announce(), *(worker(c) for c in connections))
-    cpu_used = cpu_time() - (cpu_at_measure[0] if cpu_at_measure else cpu_time())
-    elapsed = max(last_finish - measure_from, 1e-9)
-    count = len(latencies)
-    errors = sum(n for status, n in statuses.items() if not 200 <= status < 300)
-    seconds = max(per_second) + 1 if per_second else 0
-    return {
-        "requests": count,
-        "elapsed_s": round(elapsed, 3),
-        "req_s": round(count / elapsed, 1),
-        "latency_ms": percentiles(latencies),
-        "errors": errors,
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "error_samples": {str(k): v for k, v in error_samples.items()},
-        "exhausted": exhausted,
-        "targets": total,
-        "warmup_requests": warmup_requests,
-        "per_second": [per_second.get(i, 0) for i in range(seconds)],
-        "client_cpu_percent": round(100 * cpu_used / elapsed, 1),
-    }
+    await asyncio.gather(measure.announce(), *(worker(c) for c in connections))
+    return measure.result(
+        errors=sum(n for status, n in statuses.items() if not 200 <= status < 300),
+        statuses={str(k): v for k, v in sorted(statuses.items())},
+        error_samples={str(k): v for k, v in error_samples.items()},
+    )
 
 
 def main() -> None:
-    spec_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
-    spec = orjson.loads(spec_path.read_bytes())
-    result = uvloop.run(run(spec))
-    result_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    cli(run)
 
 
 if __name__ == "__main__":

@@ -10,22 +10,18 @@ the floor app's. Same result shape as the load generator, with ops/s in `req_s`.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-import orjson
 import uuid_utils.compat as uuid7
-import uvloop
 
 from bench.floor_app import COMMENT, CREATE, MOVE, PAGE, PAGE_AFTER
-from bench.loadgen import cpu_time, percentiles
+from bench.loadgen import Measurement, cli
 
 GET = "SELECT * FROM incidents WHERE id = $1"
 
@@ -84,83 +80,38 @@ def _operation(conn: Any, op: list[Any]) -> Callable[[], Awaitable[bool]]:
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
     ops: list[list[Any]] = spec["ops"]
-    cycle: bool = spec["cycle"]
-    total = len(ops)
     connections = [await asyncpg.connect(spec["dsn"]) for _ in range(spec["connections"])]
-    latencies: list[float] = []
     outcomes: Counter[str] = Counter()
-    per_second: Counter[int] = Counter()
     error_samples: dict[str, str] = {}
-    warmup_requests = 0
-    cursor = 0
-    exhausted = False
-    last_finish = 0.0
-    start = time.perf_counter()
-    measure_from = start + spec["warmup"]
-    measure_until = measure_from + spec["duration"]
-    cpu_at_measure: list[float] = []
+    measure = Measurement(spec, len(ops))
 
     async def worker(conn: Any) -> None:
-        nonlocal cursor, exhausted, last_finish, warmup_requests
         while True:
             started = time.perf_counter()
-            if started >= measure_until:
+            index = measure.next(started)
+            if index is None:
                 break
-            if cursor >= total and not cycle:
-                exhausted = True
-                break
-            call = _operation(conn, ops[cursor % total])
-            cursor += 1
+            call = _operation(conn, ops[index])
             try:
                 ok = await call()
             except asyncpg.PostgresError as exc:
                 ok = False
                 error_samples.setdefault(type(exc).__name__, str(exc)[:500])
-            finished = time.perf_counter()
-            if started < measure_from:
-                warmup_requests += 1
-                continue
-            if not cpu_at_measure:
-                cpu_at_measure.append(cpu_time())
-            latencies.append(finished - started)
-            outcomes["ok" if ok else "failed"] += 1
-            per_second[int(finished - measure_from)] += 1
-            last_finish = max(last_finish, finished)
-
-    async def announce() -> None:
-        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-        print("measuring", flush=True)
+            if measure.record(started, time.perf_counter()):
+                outcomes["ok" if ok else "failed"] += 1
 
     try:
-        await asyncio.gather(announce(), *(worker(c) for c in connections))
+        await asyncio.gather(measure.announce(), *(worker(c) for c in connections))
     finally:
         for conn in connections:
             await conn.close()
-    cpu_used = cpu_time() - (cpu_at_measure[0] if cpu_at_measure else cpu_time())
-    elapsed = max(last_finish - measure_from, 1e-9)
-    count = len(latencies)
-    seconds = max(per_second) + 1 if per_second else 0
-    return {
-        "requests": count,
-        "elapsed_s": round(elapsed, 3),
-        "req_s": round(count / elapsed, 1),
-        "latency_ms": percentiles(latencies),
-        "errors": outcomes.get("failed", 0),
-        "statuses": dict(outcomes),
-        "error_samples": error_samples,
-        "exhausted": exhausted,
-        "targets": total,
-        "warmup_requests": warmup_requests,
-        "per_second": [per_second.get(i, 0) for i in range(seconds)],
-        "client_cpu_percent": round(100 * cpu_used / elapsed, 1),
-    }
+    return measure.result(
+        errors=outcomes.get("failed", 0), statuses=dict(outcomes), error_samples=error_samples
+    )
 
 
 def main() -> None:
-    spec_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
-    spec = orjson.loads(spec_path.read_bytes())
-    result = uvloop.run(run(spec))
-    result_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    cli(run)
 
 
 if __name__ == "__main__":
