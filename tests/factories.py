@@ -55,6 +55,42 @@ def ok(response: Response, status: int | tuple[int, ...] = (200, 201)) -> Any:
     return response.json()
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
+OFFICE_UTC = {d: [["09:00", "17:00"]] for d in WEEKDAYS}
+
+
+async def make_calendar(who: Api, **fields: Any) -> dict[str, Any]:
+    """A business calendar: office hours in UTC unless `fields` say otherwise."""
+    body = {"name": "Office", "timezone": "UTC", "hours": OFFICE_UTC, **fields}
+    return ok(await who.post("/slm/calendars", json=body), 201)  # type: ignore[no-any-return]
+
+
+def same_targets(response_seconds: int, resolution_seconds: int) -> list[dict[str, int]]:
+    """The same response and resolution target for every priority."""
+    return [
+        {
+            "priority": p,
+            "response_seconds": response_seconds,
+            "resolution_seconds": resolution_seconds,
+        }
+        for p in range(1, 6)
+    ]
+
+
+async def make_agreement(who: Api, calendar_id: str, **fields: Any) -> dict[str, Any]:
+    """An agreement on `calendar_id`: hours scaled by priority unless `targets` are given."""
+    body = {
+        "name": "Standard 8x5",
+        "calendar_id": calendar_id,
+        "targets": [
+            {"priority": p, "response_seconds": 3600 * p, "resolution_seconds": 4 * 3600 * p}
+            for p in range(1, 6)
+        ],
+        **fields,
+    }
+    return ok(await who.post("/slm/agreements", json=body), 201)  # type: ignore[no-any-return]
+
+
 async def make_org(admin: Api, **fields: Any) -> dict[str, Any]:
     n = next(_serial)
     body = {"name": f"Organization {n}", "code": f"ORG{n}", **fields}

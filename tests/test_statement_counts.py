@@ -22,7 +22,7 @@ from app.core.config import Settings
 from app.core.db import Database, create_engine
 from app.main import create_app
 from tests.conftest import ADMIN_KEY, START
-from tests.factories import Api, World, build_world, ok
+from tests.factories import Api, World, build_world, make_agreement, make_calendar, ok, same_targets
 
 
 class Statements:
@@ -57,25 +57,9 @@ async def counted(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[tuple[
     try:
         async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as http:
             world = await build_world(Api(http).as_key(ADMIN_KEY))
-            cal = ok(
-                await world.manager.post(
-                    "/slm/calendars", json={"name": "24x7", "timezone": "UTC", "always_on": True}
-                ),
-                201,
-            )
-            ok(
-                await world.manager.post(
-                    "/slm/agreements",
-                    json={
-                        "name": "A",
-                        "calendar_id": cal["id"],
-                        "targets": [
-                            {"priority": p, "response_seconds": 600, "resolution_seconds": 3600}
-                            for p in range(1, 6)
-                        ],
-                    },
-                ),
-                201,
+            cal = await make_calendar(world.manager, name="24x7", always_on=True, hours={})
+            await make_agreement(
+                world.manager, cal["id"], name="A", targets=same_targets(600, 3600)
             )
             yield world, statements
     finally:

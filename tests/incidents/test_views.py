@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from app.core.clock import ManualClock
 from app.incidents.schemas import IncidentPublic, IncidentRead
-from tests.factories import Api, World, ok
+from tests.factories import WEEKDAYS, Api, World, make_agreement, make_calendar, ok
 
 
 def same_as_model(model: type[BaseModel], data: dict[str, Any]) -> None:
@@ -18,30 +18,19 @@ def same_as_model(model: type[BaseModel], data: dict[str, Any]) -> None:
 
 
 async def test_answers_match_the_models(world: World, clock: ManualClock) -> None:
-    cal = ok(
-        await world.manager.post(
-            "/slm/calendars",
-            json={
-                "name": "Office",
-                "timezone": "Europe/Moscow",
-                "hours": {d: [["09:00", "18:00"]] for d in ("mon", "tue", "wed", "thu", "fri")},
-            },
-        ),
-        201,
+    cal = await make_calendar(
+        world.manager,
+        timezone="Europe/Moscow",
+        hours={d: [["09:00", "18:00"]] for d in WEEKDAYS},
     )
-    ok(
-        await world.manager.post(
-            "/slm/agreements",
-            json={
-                "name": "A",
-                "calendar_id": cal["id"],
-                "targets": [
-                    {"priority": p, "response_seconds": 600, "resolution_seconds": 3600 * p}
-                    for p in range(1, 6)
-                ],
-            },
-        ),
-        201,
+    await make_agreement(
+        world.manager,
+        cal["id"],
+        name="A",
+        targets=[
+            {"priority": p, "response_seconds": 600, "resolution_seconds": 3600 * p}
+            for p in range(1, 6)
+        ],
     )
     running = await world.incident(impact=1, urgency=2)
     paused = await world.incident()

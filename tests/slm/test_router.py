@@ -13,33 +13,21 @@ from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.db import Database
 from app.slm.jobs import sla_events
-from tests.factories import Api, World, ok
+from tests.factories import (
+    OFFICE_UTC,
+    WEEKDAYS,
+    Api,
+    World,
+    ok,
+)
+from tests.factories import make_agreement as agreement
+from tests.factories import make_calendar as calendar
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
-OFFICE_UTC = {d: [["09:00", "17:00"]] for d in WEEKDAYS}
 RESOLVE = {"resolution_code": "solved", "resolution_notes": "Reloaded the tariff plan."}
 
 
 def z(instant: datetime) -> str:
     return instant.isoformat().replace("+00:00", "Z")
-
-
-async def calendar(who: Api, **fields: Any) -> dict[str, Any]:
-    body = {"name": "Office", "timezone": "UTC", "hours": OFFICE_UTC, **fields}
-    return ok(await who.post("/slm/calendars", json=body), 201)  # type: ignore[no-any-return]
-
-
-async def agreement(who: Api, calendar_id: str, **fields: Any) -> dict[str, Any]:
-    body = {
-        "name": "Standard 8x5",
-        "calendar_id": calendar_id,
-        "targets": [
-            {"priority": p, "response_seconds": 3600 * p, "resolution_seconds": 4 * 3600 * p}
-            for p in range(1, 6)
-        ],
-        **fields,
-    }
-    return ok(await who.post("/slm/agreements", json=body), 201)  # type: ignore[no-any-return]
 
 
 def clocks_of(incident: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -15,33 +15,16 @@ from app.core.changelog import change_log
 from app.core.db import Database
 from app.incidents.models import escalations
 from app.slm.models import sla_clocks
-from tests.factories import World, ok
+from tests.factories import World, make_agreement, make_calendar, same_targets
 
 INCIDENTS = 120
 
 
 @pytest.mark.slow
 async def test_two_workers_emit_each_event_once(world: World, database: Database) -> None:
-    cal = ok(
-        await world.manager.post(
-            "/slm/calendars", json={"name": "24x7", "timezone": "UTC", "always_on": True}
-        ),
-        201,
-    )
-    ok(
-        await world.manager.post(
-            "/slm/agreements",
-            json={
-                "name": "Fast",
-                "calendar_id": cal["id"],
-                "warn_at_percent": 50,
-                "targets": [
-                    {"priority": p, "response_seconds": 60, "resolution_seconds": 120}
-                    for p in range(1, 6)
-                ],
-            },
-        ),
-        201,
+    cal = await make_calendar(world.manager, name="24x7", always_on=True, hours={})
+    await make_agreement(
+        world.manager, cal["id"], name="Fast", warn_at_percent=50, targets=same_targets(60, 120)
     )
     # The test clock says March 2026; the workers run on the real clock, months later, so every
     # clock is past its warning and its breach when they start.
