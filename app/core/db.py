@@ -158,10 +158,6 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # SQLite: SERIALIZABLE makes the begin hook issue BEGIN IMMEDIATE.
-        self.write_isolation = (
-            "SERIALIZABLE" if engine.dialect.name == "sqlite" else "READ COMMITTED"
-        )
 
     @property
     def dialect(self) -> str:
@@ -182,8 +178,8 @@ class Database:
     @asynccontextmanager
     async def transaction_on(self, conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
         """One transaction on a connection taken from `read()` (a request's own connection),
-        committed when the block ends without an exception. The connection leaves autocommit
-        mode for it; the pool resets that when the connection is returned."""
+        committed when the block ends without an exception. On SQLite the connection leaves
+        autocommit mode for it (the pool resets that when the connection is returned)."""
         if conn.in_transaction():
             await conn.commit()  # ends the autocommit connection's implicit (empty) one
         if self.dialect == "postgresql":
@@ -191,7 +187,7 @@ class Database:
             # and the connection stays in autocommit mode for SQLAlchemy, whose statements then
             # run inside it: switching SQLAlchemy's isolation level there and back on every
             # write cost more CPU than the write's own statements (measured with py-spy).
-            driver = _driver_of(conn)
+            driver = driver_of(conn)
             if conn.info.get(_DRIVER_TRANSACTION) or driver.is_in_transaction():
                 raise RuntimeError("the connection is already inside a transaction")
             # Set until the transaction has ended cleanly: a connection still marked when the
@@ -212,7 +208,8 @@ class Database:
                 raise DBAPIError("COMMIT", None, exc) from exc
             conn.info.pop(_DRIVER_TRANSACTION, None)
             return
-        await conn.execution_options(isolation_level=self.write_isolation)
+        # SQLite: SERIALIZABLE makes the begin hook issue BEGIN IMMEDIATE.
+        await conn.execution_options(isolation_level="SERIALIZABLE")
         async with conn.begin():
             yield conn
 
@@ -220,8 +217,8 @@ class Database:
         await self.engine.dispose()
 
 
-def _driver_of(conn: AsyncConnection) -> Any:
-    """The asyncpg connection beneath a SQLAlchemy connection."""
+def driver_of(conn: AsyncConnection) -> Any:
+    """The asyncpg connection beneath a SQLAlchemy connection (PostgreSQL)."""
     return conn.sync_connection.connection.dbapi_connection._connection  # type: ignore[union-attr]
 
 
@@ -233,7 +230,7 @@ async def release(conn: AsyncConnection) -> None:
     (a request cancelled mid-write), or whose driver connection was lost, is discarded
     instead: the pool cannot roll back what it does not know was begun."""
     if conn.dialect.name == "postgresql" and not conn.closed and not conn.invalidated:
-        driver = _driver_of(conn)
+        driver = driver_of(conn)
         if conn.info.get(_DRIVER_TRANSACTION) or driver.is_closed() or driver.is_in_transaction():
             await conn.invalidate()
     await conn.close()

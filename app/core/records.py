@@ -39,6 +39,16 @@ def inserting(table: Table) -> Query:
     return query
 
 
+def _versioned(
+    current: Row[Any], changes: Mapping[str, Any], now: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The values a versioned update writes, and the parameters of `_updating`'s query."""
+    values = {**changes, "updated_at": now, "version": current.version + 1}
+    params = {f"_set_{name}": value for name, value in values.items()}
+    params.update(_id=current.id, _version=current.version)
+    return values, params
+
+
 def _updating(table: Table, columns: frozenset[str], *, returning: bool = True) -> Query:
     """A versioned `UPDATE` of these columns (one query per set of columns), answering the
     updated row (`RETURNING *`) or nothing."""
@@ -87,11 +97,8 @@ async def update_record(
     now: datetime,
 ) -> Row[Any]:
     """Write `changes` and bump the version, only if nobody else wrote the row meanwhile."""
-    values = {**changes, "updated_at": now, "version": current.version + 1}
-    params = {f"_set_{name}": value for name, value in values.items()}
-    params.update(_id=current.id, _version=current.version)
-    query = _updating(table, frozenset(values))
-    row: Row[Any] | None = await query.first(conn, params)
+    values, params = _versioned(current, changes, now)
+    row: Row[Any] | None = await _updating(table, frozenset(values)).first(conn, params)
     if row is None:
         raise Conflict("The record was changed by another request at the same time; retry.")
     return row
@@ -108,9 +115,7 @@ def update_into(
     """`update_record` as part of a write batch: answers the row as the update leaves it
     (computed here: the tables have no defaults or triggers on update), and the batch fails
     with Conflict if the row's version moved on meanwhile."""
-    values = {**changes, "updated_at": now, "version": current.version + 1}
-    params = {f"_set_{name}": value for name, value in values.items()}
-    params.update(_id=current.id, _version=current.version)
+    values, params = _versioned(current, changes, now)
     batch.execute(_updating(table, frozenset(values), returning=False), params, expect_one=True)
     return SqlRow({**as_dict(current._mapping), **values})
 

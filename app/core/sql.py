@@ -8,8 +8,9 @@ request's SQLAlchemy connection, inside the same transaction. On SQLite (the emb
 not a throughput target) it goes through SQLAlchemy. Both routes answer rows with attribute
 access and `_mapping`, like SQLAlchemy's, and every API test runs on both.
 
-Only this module touches the asyncpg adapter beneath SQLAlchemy; tests/core/test_sql.py pins
-what it relies on (the adapter starts its transaction lazily: `_begun` starts it first).
+Only this module and `app.core.db` (`driver_of`, the driver's own write transactions) reach
+beneath SQLAlchemy; tests/core/test_sql.py pins what they rely on (the adapter starts its
+transaction lazily: `_begun` starts it first).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import visitors
 
-from app.core.db import json_dumps
+from app.core.db import driver_of, json_dumps
 
 # Up to this many rows, an INSERT is one multi-row statement; beyond, a pipelined batch.
 MULTI_ROW_MAX = 20
@@ -106,12 +107,7 @@ class Query:
     async def first(self, conn: AsyncConnection, params: Mapping[str, Any] | None = None) -> Any:
         if conn.dialect.name != "postgresql":
             return (await conn.execute(self.statement, dict(params or {}))).first()
-        sql, args = self._sql(conn, params, None)
-        driver = await _begun(conn)
-        try:
-            record = await driver.fetchrow(sql, *args)
-        except asyncpg.PostgresError as exc:
-            raise _wrapped(exc, sql) from exc
+        record = await _fetchrow(conn, *self._sql(conn, params, None))
         return None if record is None else Row(record)
 
     async def execute(self, conn: AsyncConnection, params: Mapping[str, Any]) -> None:
@@ -142,12 +138,7 @@ class Query:
         """An INSERT .. RETURNING of one row, its columns being the keys of `params`."""
         if conn.dialect.name != "postgresql":
             return (await conn.execute(self.statement, dict(params))).one()
-        sql, args = self._sql(conn, params, tuple(params))
-        driver = await _begun(conn)
-        try:
-            return Row(await driver.fetchrow(sql, *args))
-        except asyncpg.PostgresError as exc:
-            raise _wrapped(exc, sql) from exc
+        return Row(await _fetchrow(conn, *self._sql(conn, params, tuple(params))))
 
     async def insert_many(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
         """INSERT several rows that all have the same keys, in one pipelined batch."""
@@ -213,12 +204,6 @@ class Query:
         return [json_dumps(v) if n in json else v for n, v in zip(names, values, strict=True)]
 
 
-def _driver(conn: AsyncConnection) -> Any:
-    """The asyncpg connection beneath `conn`."""
-    adapter: Any = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-    return adapter._connection
-
-
 async def _begun(conn: AsyncConnection) -> Any:
     """The asyncpg connection under `conn`, with SQLAlchemy's transaction begun if `conn` is
     in one (the adapter sends BEGIN lazily, with its first statement)."""
@@ -228,17 +213,27 @@ async def _begun(conn: AsyncConnection) -> Any:
     return adapter._connection
 
 
+async def _fetchrow(conn: AsyncConnection, sql: str, args: Sequence[Any]) -> Any:
+    driver = await _begun(conn)
+    try:
+        return await driver.fetchrow(sql, *args)
+    except asyncpg.PostgresError as exc:
+        raise _wrapped(exc, sql) from exc
+
+
 def _wrapped(exc: asyncpg.PostgresError, sql: str) -> DriverError:
     error = DriverError(sql, None, exc)
     error.orig = exc
     return error
 
 
-def _renamed(statement: Any, prefix: str) -> Any:
-    """The statement with every bind parameter renamed `prefix + name`."""
+def _renamed(statement: Any, prefix: str, renamed: dict[str, str]) -> Any:
+    """The statement with every bind parameter renamed `prefix + name` (noted in `renamed`:
+    new name to old)."""
 
     def replace(element: Any, **_: Any) -> Any:
         if isinstance(element, BindParameter):
+            renamed[prefix + element.key] = element.key
             return bindparam(
                 prefix + element.key,
                 value=element.value,
@@ -273,7 +268,7 @@ class Batch:
         parts, self._parts = self._parts, []
         if not parts:
             return
-        if conn.dialect.name == "postgresql" and not _driver(conn).is_in_transaction():
+        if conn.dialect.name == "postgresql" and not driver_of(conn).is_in_transaction():
             # Outside a transaction (a one-statement write: WriteContext.run) every statement
             # commits by itself: only one statement with nothing to check after it is all or
             # nothing. A check that failed would answer 409 over a write already committed.
@@ -290,12 +285,7 @@ class Batch:
                 else:
                     await query.execute(conn, values)
             return
-        sql, args = _combine(parts).arguments(conn, parts)
-        driver = await _begun(conn)
-        try:
-            record = await driver.fetchrow(sql, *args)
-        except asyncpg.PostgresError as exc:
-            raise _wrapped(exc, sql) from exc
+        record = await _fetchrow(conn, *_combine(parts).arguments(conn, parts))
         if any(count != 1 for count in record.values()):
             raise _lost_race()
 
@@ -315,12 +305,13 @@ class _Combined:
     (worked out once per shape: a write's hundred-odd arguments are then gathered straight from
     the parts, with no renamed-parameter dict in between)."""
 
-    __slots__ = ("query", "sources")
+    __slots__ = ("origins", "query", "sources")
 
-    def __init__(self, query: Query) -> None:
+    def __init__(self, query: Query, origins: dict[str, tuple[int, int, str]]) -> None:
         self.query = query
-        # (part, row, key, literal, is_json) per argument; row -1: the part's params; part -1:
-        # a literal of the statement itself
+        # parameter name -> (part, row, key): row -1 for a statement's params
+        self.origins = origins
+        # (part, row, key, literal, is_json) per argument; part -1: a literal of the statement
         self.sources: list[tuple[int, int, str, Any, bool]] | None = None
 
     def arguments(self, conn: AsyncConnection, parts: Sequence[Part]) -> tuple[str, list[Any]]:
@@ -328,7 +319,11 @@ class _Combined:
         sources = self.sources
         if sources is None:
             sources = self.sources = [
-                (*_origin(name, parts), literals.get(name, _MISSING), name in self.query.json)
+                (
+                    *self.origins.get(name, (-1, -1, name)),
+                    literals.get(name, _MISSING),
+                    name in self.query.json,
+                )
                 for name in names
             ]
         args = []
@@ -345,21 +340,6 @@ class _Combined:
         return sql, args
 
 
-def _origin(name: str, parts: Sequence[Part]) -> tuple[int, int, str]:
-    """Which part, row and key a parameter of the combined statement was named after
-    (`p<part>_r<row>_<column>` for inserted rows, `p<part>_<name>` for other statements)."""
-    head, _, rest = name.partition("_")
-    if head[:1] != "p" or not head[1:].isdigit() or int(head[1:]) >= len(parts):
-        return -1, -1, name
-    part = int(head[1:])
-    if parts[part][1] != "insert":
-        return part, -1, rest
-    row, _, column = rest.partition("_")
-    if row[:1] != "r" or not row[1:].isdigit():
-        return -1, -1, name
-    return part, int(row[1:]), column
-
-
 _combined: dict[tuple[Any, ...], _Combined] = {}
 
 
@@ -371,28 +351,33 @@ def _combine(parts: Sequence[Part]) -> _Combined:
     )
     combined = _combined.get(key)
     if combined is None:
-        combined = _combined[key] = _Combined(_compose(parts))
+        combined = _combined[key] = _Combined(*_compose(parts))
     return combined
 
 
-def _compose(parts: Sequence[Part]) -> Query:
+def _compose(parts: Sequence[Part]) -> tuple[Query, dict[str, tuple[int, int, str]]]:
+    """The parts as one statement of CTEs, and where each of its parameters comes from."""
     ctes: list[Any] = []
     checks: list[Any] = []
     json: set[str] = set()
+    origins: dict[str, tuple[int, int, str]] = {}
     for number, (query, kind, values, expect_one) in enumerate(parts):
         prefix = f"p{number}_"
         if kind == "insert":
             columns = tuple(values[0])
-            rows = [
-                {**{c: bindparam(f"{prefix}r{i}_{c}") for c in columns}, **query._row_values}
-                for i in range(len(values))
-            ]
+            rows = []
+            for i in range(len(values)):
+                names = {c: f"{prefix}r{i}_{c}" for c in columns}
+                origins.update({name: (number, i, c) for c, name in names.items()})
+                json |= {name for c, name in names.items() if c in query.json}
+                rows.append(
+                    {**{c: bindparam(name) for c, name in names.items()}, **query._row_values}
+                )
             statement = query._base.values(rows)
-            json |= {
-                f"{prefix}r{i}_{c}" for i in range(len(values)) for c in columns if c in query.json
-            }
         else:
-            statement = _renamed(query.statement, prefix)
+            renamed: dict[str, str] = {}
+            statement = _renamed(query.statement, prefix, renamed)
+            origins.update({name: (number, -1, key) for name, key in renamed.items()})
             json |= {prefix + name for name in query.json}
             if expect_one:
                 statement = statement.returning(literal_column("1"))
@@ -401,4 +386,4 @@ def _compose(parts: Sequence[Part]) -> Query:
         if expect_one:
             checks.append(select(func.count()).select_from(cte).scalar_subquery())
     answer = checks or [literal_column("1")]
-    return Query(select(*answer).add_cte(*ctes), json=json)
+    return Query(select(*answer).add_cte(*ctes), json=json), origins
