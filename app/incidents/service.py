@@ -149,23 +149,21 @@ _INCIDENT_WITH_CLOCKS_BY = {
 }
 
 
-def _ref_value(ref: str) -> tuple[str, Any] | None:
+def _reference(ref: str) -> tuple[str, Any]:
+    """The column an id or a number names, and its value; 404 for anything else."""
     record_id = parse_uuid(ref)
     if record_id is not None:
         return "id", record_id
     if looks_like_number(ref, "INC"):
         return "number", ref.upper()
-    return None
+    raise NotFound(f"No incident {ref}.")
 
 
 async def read_incident(
     conn: AsyncConnection, *, principal: Principal, ref: str, now: datetime
 ) -> Incident:
     """An incident with its SLA clocks, in one statement; 404 if the caller may not see it."""
-    reference = _ref_value(ref)
-    if reference is None:
-        raise NotFound(f"No incident {ref}.")
-    column, value = reference
+    column, value = _reference(ref)
     query = _INCIDENT_WITH_CLOCKS_BY[column, principal.is_customer]
     rows = await query.all(conn, {"ref": value, "organization_id": principal.organization_id})
     if not rows:
@@ -184,12 +182,11 @@ async def get_incident(
     conn: AsyncConnection, *, principal: Principal, ref: str, lock: bool = False
 ) -> Row[Any]:
     """An incident by id or number, if the caller may see it; 404 otherwise."""
-    reference = _ref_value(ref)
-    row: Row[Any] | None = None
-    if reference is not None:
-        column, value = reference
-        query = _INCIDENT_BY[column, principal.is_customer, lock]
-        row = await query.first(conn, {"ref": value, "organization_id": principal.organization_id})
+    column, value = _reference(ref)
+    query = _INCIDENT_BY[column, principal.is_customer, lock]
+    row: Row[Any] | None = await query.first(
+        conn, {"ref": value, "organization_id": principal.organization_id}
+    )
     if row is None:
         raise NotFound(f"No incident {ref}.")
     return row
