@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.core import errors, idempotency
+from app.core import errors, idempotency, queryparams
 from app.core.clock import Clock, SystemClock
 from app.core.config import Settings, get_settings
 from app.core.db import Database, create_engine
@@ -135,6 +135,7 @@ def create_app(
 
     # Most-used first: requests are matched against the routes in this order.
     for router in (incidents_router, slm_router, identity_router, health_router):
+        queryparams.document(router)
         app.include_router(router)
     _document_api_keys(app)
     return app

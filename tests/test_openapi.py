@@ -47,3 +47,26 @@ def test_the_api_key_is_the_documented_security_scheme() -> None:
     assert document["paths"]["/api/v1/incidents"]["post"].get("security") is None  # the default
     for path in ("/healthz", "/readyz", "/metrics"):  # operations' probes need no key
         assert document["paths"][path]["get"]["security"] == []
+
+
+def test_list_and_report_parameters_are_documented() -> None:
+    """Filters and paging are read as one model per request (app/core/queryparams.py); the
+    document still lists every parameter, once."""
+    paths = json.loads(EXPORTED.read_text(encoding="utf-8"))["paths"]
+    filters = {"state", "priority", "organization_id", "assignee_id", "group_id", "service_id"}
+    filters |= {"region", "request_type", "channel", "major", "created_after", "created_before"}
+    filters |= {"q"}
+    paging = {"limit", "cursor", "sort"}
+    for path, expected in (
+        ("/api/v1/incidents", filters | paging),
+        ("/api/v1/slm/metrics", filters | {"from", "to", "group_by"}),
+        ("/api/v1/users", paging),
+    ):
+        names = [p["name"] for p in paths[path]["get"]["parameters"]]
+        assert sorted(names) == sorted(set(names)), f"{path}: a parameter twice"
+        assert expected <= set(names), f"{path}: {expected - set(names)} missing"
+    state = {p["name"]: p for p in paths["/api/v1/incidents"]["get"]["parameters"]}["state"]
+    assert state["in"] == "query"
+    assert state["schema"]["type"] == "array"
+    assert "asleep" not in state["schema"]["items"]["enum"]
+    assert "in_progress" in state["schema"]["items"]["enum"]

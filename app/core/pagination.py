@@ -15,11 +15,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Query
+from fastapi import Depends
+from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Select, bindparam, tuple_
 
 from app.core.db import Bound
 from app.core.errors import Unprocessable
+from app.core.queryparams import QueryModel
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -84,21 +86,25 @@ class PageParams:
     sort: str | None
 
 
-async def page_params(
-    limit: Annotated[
-        int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1-200.")
-    ] = DEFAULT_LIMIT,
+class PageQuery(BaseModel):
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Page size, 1-200.")] = (
+        DEFAULT_LIMIT
+    )
     cursor: Annotated[
-        str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
-    ] = None,
+        str | None, Field(max_length=512, description="`next_cursor` of the previous page.")
+    ] = None
     sort: Annotated[
-        str | None,
-        Query(max_length=32, description="Sort key, `-` prefix for descending."),
-    ] = None,
-) -> PageParams:
-    # `cursor=` with nothing is the first page: what a client sends when it passes on a null
-    # `next_cursor` (httpx, for one, writes a None parameter that way).
-    return PageParams(limit=limit, cursor=cursor or None, sort=sort)
+        str | None, Field(max_length=32, description="Sort key, `-` prefix for descending.")
+    ] = None
+
+    def page_params(self) -> PageParams:
+        # `cursor=` with nothing is the first page: what a client sends when it passes on a
+        # null `next_cursor` (httpx, for one, writes a None parameter that way).
+        return PageParams(limit=self.limit, cursor=self.cursor or None, sort=self.sort)
+
+
+page_params = QueryModel(PageQuery, PageQuery.page_params)
+PageDep = Annotated[PageParams, Depends(page_params)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -13,7 +13,7 @@ from app.core.auth import Role
 from app.core.config import API_PREFIX
 from app.core.context import Context
 from app.core.deps import Admin, CurrentCall, Manager, Staff, Write
-from app.core.pagination import PageParams, page_params
+from app.core.pagination import PageDep
 from app.core.responses import Reply, json_response
 from app.core.schemas import Page
 from app.identity import service
@@ -41,7 +41,6 @@ from app.identity.schemas import (
 )
 
 router = APIRouter(prefix=API_PREFIX)
-PageDep = Annotated[PageParams, Depends(page_params)]
 IdList = Annotated[list[uuid.UUID], Query(max_length=50)]
 
 

@@ -9,17 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Query
-from pydantic import AwareDatetime, Field
+from fastapi import Depends
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import BindParameter, ColumnElement, bindparam
 
 from app.core.auth import Principal
 from app.core.db import Bound, one_of
 from app.core.errors import Forbidden
+from app.core.queryparams import QueryModel
 from app.incidents.lifecycle import Channel, RequestType, State
 from app.incidents.models import incidents
 
-IdList = Annotated[list[uuid.UUID], Query(max_length=50)]
+IdList = Annotated[list[uuid.UUID], Field(max_length=50)]
 PriorityValue = Annotated[int, Field(ge=1, le=5)]
 Region = Annotated[str, Field(max_length=10)]
 
@@ -96,38 +97,41 @@ def _text_search() -> ColumnElement[bool]:
     return c.title.ilike(text, escape="\\") | c.description.ilike(text, escape="\\")
 
 
-async def incident_filters(
-    state: Annotated[list[State], Query(max_length=6)] = [],  # noqa: B006 (query lists)
-    priority: Annotated[list[PriorityValue], Query(max_length=5)] = [],  # noqa: B006
-    organization_id: IdList = [],  # noqa: B006
-    assignee_id: IdList = [],  # noqa: B006
-    group_id: IdList = [],  # noqa: B006
-    service_id: IdList = [],  # noqa: B006
-    region: Annotated[list[Region], Query(max_length=20)] = [],  # noqa: B006
-    request_type: Annotated[list[RequestType], Query(max_length=4)] = [],  # noqa: B006
-    channel: Annotated[list[Channel], Query(max_length=6)] = [],  # noqa: B006
-    major: bool | None = None,
-    created_after: AwareDatetime | None = None,
-    created_before: AwareDatetime | None = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-) -> IncidentFilters:
-    if q is not None and "\x00" in q:
-        q = q.replace("\x00", "")
-    return IncidentFilters(
-        state=state,
-        priority=priority,
-        organization_id=organization_id,
-        assignee_id=assignee_id,
-        group_id=group_id,
-        service_id=service_id,
-        region=region,
-        request_type=[r.value for r in request_type],
-        channel=[c.value for c in channel],
-        major=major,
-        created_after=created_after,
-        created_before=created_before,
-        q=q or None,
-    )
+class FilterQuery(BaseModel):
+    """The filter parameters (section 1): repeat a parameter for several values."""
+
+    state: Annotated[list[State], Field(max_length=6)] = []
+    priority: Annotated[list[PriorityValue], Field(max_length=5)] = []
+    organization_id: IdList = []
+    assignee_id: IdList = []
+    group_id: IdList = []
+    service_id: IdList = []
+    region: Annotated[list[Region], Field(max_length=20)] = []
+    request_type: Annotated[list[RequestType], Field(max_length=4)] = []
+    channel: Annotated[list[Channel], Field(max_length=6)] = []
+    major: bool | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    q: Annotated[str | None, Field(min_length=1, max_length=200)] = None
+
+    def filters(self) -> IncidentFilters:
+        q = self.q.replace("\x00", "") if self.q is not None else None
+        return IncidentFilters(
+            state=self.state,
+            priority=self.priority,
+            organization_id=self.organization_id,
+            assignee_id=self.assignee_id,
+            group_id=self.group_id,
+            service_id=self.service_id,
+            region=self.region,
+            request_type=[r.value for r in self.request_type],
+            channel=[c.value for c in self.channel],
+            major=self.major,
+            created_after=self.created_after,
+            created_before=self.created_before,
+            q=q or None,
+        )
 
 
+incident_filters = QueryModel(FilterQuery, FilterQuery.filters)
 FiltersDep = Annotated[IncidentFilters, Depends(incident_filters)]

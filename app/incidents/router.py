@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from app.core.config import API_PREFIX
 from app.core.context import Context
 from app.core.deps import CurrentCall, Manager, Write
-from app.core.pagination import PageParams, page_params
+from app.core.pagination import PageDep
 from app.core.responses import Reply, json_response
 from app.core.schemas import Page
 from app.incidents import service
@@ -33,7 +33,6 @@ from app.itil.journal import JournalEntryRead, list_entries
 # (the metrics label requests by it).
 router = APIRouter(prefix=f"{API_PREFIX}/incidents", tags=["incidents"])
 
-PageDep = Annotated[PageParams, Depends(page_params)]
 IncidentRef = Annotated[
     str,
     Path(min_length=1, max_length=64, description="The incident's id or number (INC-MSK-0000042)."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
@@ -13,7 +13,7 @@ from starlette.responses import Response
 from app.core.config import API_PREFIX
 from app.core.context import Context
 from app.core.deps import Admin, CurrentCall, Manager, Write
-from app.core.pagination import PageParams, page_params
+from app.core.pagination import PageDep
 from app.core.responses import Reply, json_response
 from app.core.schemas import Page
 from app.incidents.filters import FiltersDep
@@ -38,7 +38,6 @@ from app.slm.schemas import (
 )
 
 router = APIRouter(prefix=f"{API_PREFIX}/slm", tags=["slm"])
-PageDep = Annotated[PageParams, Depends(page_params)]
 
 
 @router.get("/priority-matrix", response_model=PriorityMatrixRead)
