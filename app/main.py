@@ -12,13 +12,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.core import errors, idempotency, queryparams
+from app.core import errors, idempotency, notify, queryparams
 from app.core.clock import Clock, SystemClock
 from app.core.config import Settings, get_settings
 from app.core.db import Database, create_engine
 from app.core.health import router as health_router
 from app.core.jobs import Job, run_forever
 from app.core.observability import RequestContextMiddleware, configure_logging
+from app.identity.principals import AUTH_CHANNEL, PrincipalCache
 from app.identity.router import router as identity_router
 from app.incidents import jobs as incident_jobs
 from app.incidents.router import router as incidents_router
@@ -97,6 +98,10 @@ def create_app(
         worker = None
         if settings.embedded_worker and jobs:
             worker = asyncio.create_task(run_forever(jobs, db, settings, clock, stop))
+        listener = None
+        if db.dialect == "postgresql" and settings.auth_cache_seconds > 0:
+            follow = notify.follow(settings.database_url, AUTH_CHANNEL, app.state.principals, stop)
+            listener = asyncio.create_task(follow)
         # What start-up built (modules, tables, compiled statements, models) lives as long as
         # the process: kept out of the collector's full passes, which otherwise walk it all
         # again and again while requests allocate.
@@ -106,9 +111,10 @@ def create_app(
             yield
         finally:
             stop.set()
-            if worker is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
+            for task in (worker, listener):
+                if task is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if database is None:
                 await db.dispose()
 
@@ -123,6 +129,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.clock = clock
+    app.state.principals = PrincipalCache(settings.auth_cache_seconds)
     app.state.domain_metrics = [incident_gauges, sla_gauges]
     if database is not None:
         app.state.db = database

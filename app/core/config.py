@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # A request holds one connection: size the pool for the requests in flight per process.
     db_pool_size: int = Field(default=20, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
+    # Who holds an API key is cached per process while PostgreSQL notifies every change
+    # (app/identity/principals.py); entries expire after this many seconds. 0: no cache.
+    auth_cache_seconds: float = Field(default=60, ge=0, le=3600)
     log_level: str = "INFO"
     access_log: bool = False
 

@@ -95,7 +95,7 @@ async def current_call(request: Request) -> Call:
     conn = await request_connection(request)
     if bootstrap_key_matches(token, admin_key):
         return Call(conn, BOOTSTRAP_ADMIN, state)
-    principal = await principal_for_key(conn, token)
+    principal = await principal_for_key(conn, token, state.principals)
     if principal is None:
         raise Unauthorized("The API key is unknown, revoked, or its user is disabled.")
     return Call(conn, principal, state)

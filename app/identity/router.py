@@ -12,12 +12,13 @@ from starlette.responses import Response
 from app.core.auth import Role
 from app.core.config import API_PREFIX
 from app.core.context import Context
-from app.core.deps import Admin, CurrentCall, Manager, Staff, Write
+from app.core.deps import Action, Admin, CurrentCall, Manager, Staff, Write, WriteContext
 from app.core.pagination import PageDep
 from app.core.responses import Reply, json_response
 from app.core.schemas import Page
 from app.identity import service
 from app.identity.models import contacts
+from app.identity.principals import PrincipalCache
 from app.identity.schemas import (
     ApiKeyCreated,
     ApiKeyRead,
@@ -146,7 +147,7 @@ async def update_user(user_id: uuid.UUID, body: UserPatch, _: Admin, write: Writ
         )
         return Reply(user, 200, user.version)
 
-    return await write.run(action)
+    return await _changing_principals(write, action)
 
 
 @router.post(
@@ -171,7 +172,16 @@ async def revoke_api_key(user_id: uuid.UUID, key_id: uuid.UUID, write: Write) ->
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         return Reply(await service.revoke_api_key(conn, ctx=ctx, user_id=user_id, key_id=key_id))
 
-    return await write.run(action)
+    return await _changing_principals(write, action)
+
+
+async def _changing_principals(write: WriteContext, action: Action) -> Response:
+    """A write to a user or a key: once it is committed, this process forgets who holds which
+    key (other processes hear of it from PostgreSQL: app/identity/principals.py)."""
+    response = await write.run(action)
+    principals: PrincipalCache = write.call.state.principals
+    principals.forget()
+    return response
 
 
 # --- groups ---------------------------------------------------------------------------------

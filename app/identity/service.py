@@ -31,6 +31,7 @@ from app.identity.models import (
     user_groups,
     users,
 )
+from app.identity.principals import PrincipalCache
 from app.identity.schemas import (
     ApiKeyRead,
     ContactCreate,
@@ -88,11 +89,22 @@ _PRINCIPAL_BY_KEY = Query(
 )
 
 
-async def principal_for_key(conn: AsyncConnection, key: str) -> Principal | None:
-    row = await _PRINCIPAL_BY_KEY.first(conn, {"key_hash": hash_api_key(key)})
+async def principal_for_key(
+    conn: AsyncConnection, key: str, cache: PrincipalCache
+) -> Principal | None:
+    """Who holds this key (None: unknown, revoked, or its user disabled), from the cache while
+    it is trusted (app/identity/principals.py), else from the database."""
+    key_hash = hash_api_key(key)
+    principal = cache.get(key_hash)
+    if principal is not None:
+        return principal
+    generation = cache.generation
+    row = await _PRINCIPAL_BY_KEY.first(conn, {"key_hash": key_hash})
     if row is None:
         return None
-    return Principal(row.user_id, Role(row.role), row.organization_id, row.name, row.id)
+    principal = Principal(row.user_id, Role(row.role), row.organization_id, row.name, row.id)
+    cache.put(key_hash, principal, generation)
+    return principal
 
 
 # --- tenancy --------------------------------------------------------------------------------
