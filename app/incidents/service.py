@@ -70,7 +70,7 @@ assert set(STAFF_HIDDEN) == INTERNAL_FIELDS, "staff see every column but the int
 PUBLIC_HIDDEN = tuple(sorted(_COLUMNS - set(PUBLIC_FIELDS)))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slower (pages of 50)
 class Incident:
     """An incident record with its SLA clocks as of one instant."""
 
