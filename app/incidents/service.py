@@ -210,10 +210,7 @@ def _list_query(keyset: Keyset, params: PageParams, bound: Bound, dialect: str) 
     if query is None:
         if len(_list_queries) > 512:  # shapes are few; this only bounds a pathological mix
             _list_queries.clear()
-        stmt = select(incidents)
-        if dialect == "postgresql":  # the page's clocks come with it: one round trip
-            stmt = stmt.add_columns(slm.clocks_array(incidents.c.id).label("sla"))
-        query = _list_queries[shape] = Query(keyset.ordered(stmt, bound))
+        query = _list_queries[shape] = Query(keyset.ordered(select(incidents), bound))
     return query
 
 
@@ -231,12 +228,9 @@ async def list_incidents(
     rows, cursor = keyset.page(await query.all(conn, bound.params), params)
     # By key, not attribute: on a driver row an attribute is a failed lookup first (an
     # AttributeError raised and caught inside Python), measurably slow fifty times a page.
-    if conn.dialect.name == "postgresql":
-        slas = await slm.views_of_arrays(conn, [r._mapping["sla"] for r in rows], now)
-    else:
-        by_id = await slm.clock_views(conn, [r._mapping["id"] for r in rows], now)
-        slas = [by_id.get(r._mapping["id"], []) for r in rows]
-    return [Incident(r, sla) for r, sla in zip(rows, slas, strict=True)], cursor
+    ids = [r._mapping["id"] for r in rows]
+    sla = await slm.clock_views(conn, ids, now)
+    return [Incident(r, sla.get(i, [])) for r, i in zip(rows, ids, strict=True)], cursor
 
 
 # --- creating -------------------------------------------------------------------------------

@@ -12,19 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Row,
-    any_,
-    bindparam,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    tuple_,
-    update,
-)
+from sqlalchemy import ColumnElement, Row, any_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -543,34 +531,6 @@ async def clock_views(
     for clock in clocks:
         views.setdefault(clock["incident_id"], []).append(clock_view(clock, now))
     return views
-
-
-# PostgreSQL: the clocks of every incident of a list page, read with the page. One column per
-# incident row: an array of anonymous records (the driver decodes them to tuples), response
-# first, the fields of `VIEW_COLUMNS` but the incident id.
-_ARRAY_COLUMNS = VIEW_COLUMNS[1:]
-_ARRAY_FIELDS = tuple(str(column.name) for column in _ARRAY_COLUMNS)
-
-
-def clocks_array(incident_id: ColumnElement[Any]) -> ColumnElement[Any]:
-    """The incident's clocks as one array value (PostgreSQL; `views_of_arrays` reads it)."""
-    clock_rows = (
-        select(tuple_(*_ARRAY_COLUMNS))
-        .where(sla_clocks.c.incident_id == incident_id)
-        .order_by(sla_clocks.c.kind.desc())
-        .scalar_subquery()
-    )
-    return func.array(clock_rows)
-
-
-async def views_of_arrays(
-    conn: AsyncConnection, arrays: Sequence[Sequence[Sequence[Any]]], now: datetime
-) -> list[list[ClockView]]:
-    """The `sla` field of each incident from its `clocks_array` value."""
-    fields = _ARRAY_FIELDS
-    clocks = [[dict(zip(fields, clock, strict=True)) for clock in array] for array in arrays]
-    await _parse_calendars(conn, itertools.chain.from_iterable(clocks))
-    return [[clock_view(clock, now) for clock in of_one] for of_one in clocks]
 
 
 async def views_of(
