@@ -70,3 +70,12 @@ def test_list_and_report_parameters_are_documented() -> None:
     assert state["schema"]["type"] == "array"
     assert "asleep" not in state["schema"]["items"]["enum"]
     assert "in_progress" in state["schema"]["items"]["enum"]
+
+
+def test_the_idempotency_key_header_is_documented_on_writes() -> None:
+    paths = json.loads(EXPORTED.read_text(encoding="utf-8"))["paths"]
+    for path in ("/api/v1/incidents", "/api/v1/incidents/{incident_id}/comments"):
+        parameters = paths[path]["post"]["parameters"]
+        keys = [p for p in parameters if p["name"] == "Idempotency-Key"]
+        assert len(keys) == 1 and keys[0]["in"] == "header", parameters
+        assert keys[0]["schema"]["maxLength"] == 255

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -179,20 +179,34 @@ class WriteContext:
         return Response(body, reply.status, headers, media_type=JSON)
 
 
-async def write_context(
-    request: Request,
-    call: CurrentCall,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            max_length=255,
-            description="Repeat a create safely: the same key and body replay the answer.",
-        ),
-    ] = None,
-) -> WriteContext:
-    key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
-    return WriteContext(request, call, key)
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_IDEMPOTENCY_DESCRIPTION = "Repeat a create safely: the same key and body replay the answer."
 
 
+class _WriteDependency:
+    """`Write`. The Idempotency-Key header is read here, not declared as a FastAPI header
+    parameter: FastAPI resolves each declared parameter through several layers on every
+    request (app/core/queryparams.py). It is declared in the OpenAPI document all the same."""
+
+    openapi_parameters: ClassVar[list[dict[str, Any]]] = [
+        {
+            "name": IDEMPOTENCY_KEY,
+            "in": "header",
+            "required": False,
+            "description": _IDEMPOTENCY_DESCRIPTION,
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "description": _IDEMPOTENCY_DESCRIPTION,
+            },
+        }
+    ]
+
+    async def __call__(self, request: Request, call: CurrentCall) -> WriteContext:
+        key = request.headers.get(IDEMPOTENCY_KEY)
+        return WriteContext(request, call, None if key is None else idempotency.validate_key(key))
+
+
+write_context = _WriteDependency()
 Write = Annotated[WriteContext, Depends(write_context)]

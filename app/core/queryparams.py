@@ -4,7 +4,9 @@ FastAPI resolves each declared query parameter on its own, through several layer
 parameter and request: on the incident list's sixteen parameters that was ~250 µs of every
 request (bench/README.md). A `QueryModel` dependency reads the query string once and validates
 it with one model: the same rules, the same 422 answers (`loc` starts with `"query"`), and the
-same parameters in the OpenAPI document (`document`, called when the document is built).
+same parameters in the OpenAPI document (`document`, called before a router is included: it
+declares the `openapi_parameters` of every dependency that has them, `QueryModel`s and the
+write dependency's Idempotency-Key header).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class QueryModel(Generic[M, T]):
         )
         schema = model.model_json_schema()
         definitions = schema.get("$defs", {})
-        self.parameters = [
+        self.openapi_parameters = [
             {
                 "name": name,
                 "in": "query",
@@ -81,26 +83,25 @@ class QueryModel(Generic[M, T]):
         return self.build(value)
 
 
-def _query_models(dependant: Dependant) -> Iterator[QueryModel[Any, Any]]:
+def _documented(dependant: Dependant) -> Iterator[dict[str, Any]]:
+    """The `openapi_parameters` of the dependencies of a route, depth first."""
     for dependency in dependant.dependencies:
-        if isinstance(dependency.call, QueryModel):
-            yield dependency.call
-        yield from _query_models(dependency)
+        yield from getattr(dependency.call, "openapi_parameters", ())
+        yield from _documented(dependency)
 
 
 def document(router: APIRouter) -> None:
-    """Declare the parameters of the `QueryModel` dependencies of the router's routes in their
+    """Declare the `openapi_parameters` of the dependencies of the router's routes in their
     OpenAPI operations (before the router is included in the app)."""
     for route in router.routes:
         if isinstance(route, APIRoute):
             extra = route.openapi_extra or {}
             declared = extra.get("parameters", [])
             names = {p["name"] for p in declared}  # apps made again (tests) find them there
-            parameters = [
-                p
-                for model in _query_models(route.dependant)
-                for p in model.parameters
-                if p["name"] not in names
-            ]
+            parameters = []
+            for parameter in _documented(route.dependant):
+                if parameter["name"] not in names:
+                    names.add(parameter["name"])
+                    parameters.append(parameter)
             if parameters:
                 route.openapi_extra = {**extra, "parameters": [*declared, *parameters]}
