@@ -92,7 +92,7 @@ class Incident:
     def _data(self, hidden: tuple[str, ...]) -> dict[str, Any]:
         data = as_dict(self.row._mapping)
         for name in hidden:
-            del data[name]
+            data.pop(name, None)  # a list's rows come without the internal fields
         data["sla"] = self.sla
         return data
 
@@ -200,6 +200,8 @@ SORT_KEYS = {
 
 
 _list_queries: dict[tuple[Any, ...], Query] = {}
+# A list shows no internal field to anyone: they are not read (fifty rows a page).
+_LISTED = tuple(column for column in incidents.columns if column.name not in INTERNAL_FIELDS)
 
 
 def _list_query(keyset: Keyset, params: PageParams, bound: Bound, dialect: str) -> Query:
@@ -210,7 +212,7 @@ def _list_query(keyset: Keyset, params: PageParams, bound: Bound, dialect: str) 
     if query is None:
         if len(_list_queries) > 512:  # shapes are few; this only bounds a pathological mix
             _list_queries.clear()
-        query = _list_queries[shape] = Query(keyset.ordered(select(incidents), bound))
+        query = _list_queries[shape] = Query(keyset.ordered(select(*_LISTED), bound))
     return query
 
 
