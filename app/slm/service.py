@@ -12,7 +12,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, any_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -488,10 +500,15 @@ _CLOCKS_OF_ONE = Query(
     .order_by(sla_clocks.c.kind.desc())
 )
 _CLOCKS_OF_MANY = {
-    # PostgreSQL: one array parameter, so every page size is the same prepared statement.
+    # PostgreSQL: one array parameter, so every page size is the same prepared statement. It
+    # travels as the array's text (`{id,id,...}`), which PostgreSQL parses in C: the driver's
+    # binary array encoding checks every element's type in Python.
     "postgresql": Query(
         select(*VIEW_COLUMNS)
-        .where(sla_clocks.c.incident_id == any_(bindparam("incident_ids", type_=_UUID_ARRAY)))
+        .where(
+            sla_clocks.c.incident_id
+            == any_(cast(bindparam("incident_ids", type_=Text), _UUID_ARRAY))
+        )
         .order_by(sla_clocks.c.incident_id, sla_clocks.c.kind.desc())
     ),
     "sqlite": Query(
@@ -524,8 +541,11 @@ async def clock_views(
     if len(incident_ids) == 1:
         rows = await _CLOCKS_OF_ONE.all(conn, {"incident_id": incident_ids[0]})
     else:
-        query = _CLOCKS_OF_MANY[conn.dialect.name]
-        rows = await query.all(conn, {"incident_ids": list(incident_ids)})
+        if conn.dialect.name == "postgresql":
+            ids: Any = "{" + ",".join(map(str, incident_ids)) + "}"
+        else:
+            ids = list(incident_ids)
+        rows = await _CLOCKS_OF_MANY[conn.dialect.name].all(conn, {"incident_ids": ids})
     clocks = [row._mapping for row in rows]
     await _parse_calendars(conn, clocks)
     for clock in clocks:
