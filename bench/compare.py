@@ -1,0 +1,237 @@
+"""Compare revisions of SDMS by the instructions they spend per request (bench/README.md).
+
+Req/s and CPU time move by up to 20 % between back-to-back runs on a shared machine; counted
+instructions do not. This serves each revision with one worker on the same seeded database,
+in turns (A B A B ...), drives one scenario of the benchmark at it, and counts the
+instructions of the server process and of PostgreSQL with `perf stat` while it runs:
+
+    bench/compare HEAD~1 HEAD --scenario list
+    bench/compare HEAD WORK --scenario create --rounds 3 --spy   # WORK: the working tree
+
+`--spy` also records each measurement with py-spy (`py-spy record --format raw`) into
+bench/.work/compare-*/ (py-spy is not a dependency: it is used if it is on the PATH).
+
+Every revision runs on the working tree's schema: its migrations are copied into each exported
+revision, so compare revisions whose code runs on the newest schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import orjson
+import uvloop
+
+from bench import procs, scenarios, seed
+from bench.http import Client
+from tests.pg import PostgresServer
+
+ROOT = procs.ROOT
+WORK = ROOT / "bench" / ".work"
+SCENARIOS = ("create", "get", "list", "comment")
+CONCURRENCY = 16
+WARMUP, DURATION = 2.0, 10.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/compare", description=__doc__.splitlines()[0])
+    parser.add_argument("revisions", nargs="+", help="git revisions; WORK for the working tree")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="list")
+    parser.add_argument("--rounds", type=int, default=2, help="turns of every revision")
+    parser.add_argument("--incidents", type=int, default=20000, help="incidents seeded")
+    parser.add_argument("--spy", action="store_true", help="also record with py-spy")
+    return parser.parse_args(argv)
+
+
+def tree_of(revision: str, run_dir: Path) -> tuple[Path, str]:
+    if revision == "WORK":
+        return ROOT, "working tree"
+    tree, commit = procs.export_tree(revision, WORK)
+    migrations = tree / "migrations" / "versions"
+    for newer in (ROOT / "migrations" / "versions").glob("*.py"):
+        if not (migrations / newer.name).exists():
+            shutil.copy(newer, migrations / newer.name)
+    return tree, commit[:10]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
+
+
+def count_instructions(pids: list[int], seconds: float) -> subprocess.Popen[str] | None:
+    if shutil.which("perf") is None or not pids:
+        return None
+    command = ["perf", "stat", "-x,", "-e", "instructions", "-p", ",".join(map(str, pids))]
+    return subprocess.Popen(
+        ["timeout", "-s", "INT", str(seconds), *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def instructions(counter: subprocess.Popen[str] | None) -> int | None:
+    if counter is None:
+        return None
+    _out, err = counter.communicate()
+    try:
+        return int(err.strip().splitlines()[-1].split(",")[0])
+    except (ValueError, IndexError):  # perf not permitted, or a process went away meanwhile
+        return None
+
+
+class Comparison:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.run_dir = WORK / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.key = "sdms_bench_" + secrets.token_urlsafe(24)
+        self.pg = PostgresServer(durable=False).start()
+        self.url = self.pg.create_database("sdms_compare")
+        self.dsn = self.url.replace("postgresql+asyncpg://", "postgresql://")
+
+    def close(self) -> None:
+        self.pg.stop()
+
+    def prepare(self) -> scenarios.Load:
+        """Migrate, seed with the working tree's SDMS, and build the scenario's requests."""
+        env = procs.sdms_env(ROOT, self.url, self.key)
+        procs.run_checked(procs.sdms_command("migrate"), env)
+        server = procs.sdms_server(ROOT, self.url, self.key, 2, self.run_dir / "seed.log")
+        server.start("/readyz")
+        try:
+            return uvloop.run(self._seed(server.port))
+        finally:
+            server.stop()
+
+    async def _seed(self, port: int) -> scenarios.Load:
+        client = Client("127.0.0.1", port, key=self.key, concurrency=32)
+        cast = await seed.seed_cast(client, "cmp")
+        await seed.seed_incidents_api(client, cast, 300, random.Random(1))
+        await seed.clone_incidents_sql(self.dsn, self.args.incidents)
+        await seed.settle(self.dsn)
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch("SELECT id FROM incidents ORDER BY random() LIMIT 5000")
+        finally:
+            await conn.close()
+        ids = [str(r["id"]) for r in rows]
+        name = self.args.scenario
+        if name == "create":
+            return scenarios.create_loads(cast, random.Random(2)).sdms
+        if name == "get":
+            return scenarios.get_loads(cast, ids).sdms
+        if name == "comment":
+            return scenarios.comment_loads(cast, ids).sdms
+        targets = scenarios.list_targets(cast, random.Random(3))
+        agent = client.as_key(cast.agents[0][1])
+        cursors = {}
+        for org, state in sorted({(t.org, t.state) for t in targets}):
+            page = await agent.ok(
+                "GET", f"/api/v1/incidents?organization_id={org}&state={state}&limit=50"
+            )
+            cursors[(org, state)] = page["next_cursor"]
+        client.close()
+        headers = [{"Authorization": f"Bearer {key}"} for _id, key in cast.agents]
+        return scenarios.list_load_http("/api/v1", targets, cursors, headers)
+
+    def measure(self, label: str, tree: Path, load: scenarios.Load, n: int) -> dict[str, Any]:
+        port = procs.free_port()
+        env = procs.sdms_env(tree, self.url, self.key)
+        env["SDMS_EMBEDDED_WORKER"] = "false"
+        log = self.run_dir / f"{label}-{n}.log"
+        command = [sys.executable, "-m", "app", "serve", "--workers", "1", "--port", str(port)]
+        server = procs.Server(label, command, env, port, log, cwd=tree)
+        server.start("/readyz")
+        try:
+            spec = self.run_dir / f"{label}-{n}.spec.json"
+            result = self.run_dir / f"{label}-{n}.result.json"
+            spec.write_bytes(load.http_spec(port, CONCURRENCY, WARMUP, DURATION))
+            pids = server_pids(server.pid)
+            loadgen = subprocess.Popen(
+                [sys.executable, "-m", "bench.loadgen", str(spec), str(result)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(WARMUP + 0.5)  # count the measured seconds only
+            seconds = DURATION - 1.0
+            cpu_before = sum(cpu_seconds(p) for p in pids)
+            postgres = subprocess.run(
+                ["pgrep", "-d,", "-x", "postgres"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+            on_server = count_instructions(pids, seconds)
+            on_postgres = count_instructions([int(p) for p in postgres.split(",") if p], seconds)
+            spy = None
+            if self.args.spy and shutil.which("py-spy"):
+                raw = self.run_dir / f"{label}-{n}.raw"
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(seconds)),
+                     "--rate", "400", "--format", "raw", "--output", str(raw), "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            server_instructions, pg_instructions = (
+                instructions(on_server),
+                instructions(on_postgres),
+            )
+            cpu_after = sum(cpu_seconds(p) for p in pids)
+            if spy is not None:
+                spy.wait(timeout=60)
+            loadgen.wait(timeout=120)
+            measured = orjson.loads(result.read_bytes())
+        finally:
+            server.stop()
+        requests = measured["req_s"] * seconds  # served while counting, at the measured rate
+
+        def per_request(total: float | None, scale: float) -> float | None:
+            return None if total is None or not requests else round(total / requests / scale, 3)
+
+        return {
+            "revision": label,
+            "req_s": measured["req_s"],
+            "errors": measured["errors"],
+            "server_cpu_ms": per_request((cpu_after - cpu_before) * 1000, 1),
+            "server_minstr": per_request(server_instructions, 1e6),
+            "postgres_minstr": per_request(pg_instructions, 1e6),
+        }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    comparison = Comparison(args)
+    try:
+        trees = {rev: tree_of(rev, comparison.run_dir) for rev in args.revisions}
+        load = comparison.prepare()
+        print(f"{args.scenario}, one worker, concurrency {CONCURRENCY}, {DURATION:.0f} s each")
+        print("revision                 req/s  errors  server CPU ms/req  M instr/req server  PG")
+        for n in range(args.rounds):
+            for rev, (tree, commit) in trees.items():
+                r = comparison.measure(rev.replace("/", "_"), tree, load, n)
+                print(
+                    f"{rev[:12]:<12} {commit[:10]:<10} {r['req_s']:>7.1f} {r['errors']:>6} "
+                    f"{r['server_cpu_ms']!s:>18} {r['server_minstr']!s:>19} "
+                    f"{r['postgres_minstr']!s:>4}",
+                    flush=True,
+                )
+    finally:
+        comparison.close()
+
+
+if __name__ == "__main__":
+    main()
