@@ -116,10 +116,13 @@ def create_app(
             yield
         finally:
             stop.set()
-            for task in (worker, listener):
-                if task is not None:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            if worker is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+            if listener is not None:
+                listener.cancel()  # it may be waiting for a connection or a ping
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
             if database is None:
                 await db.dispose()
 

@@ -49,7 +49,12 @@ class QueryModel(Generic[M, T]):
     """A dependency: the request's query parameters validated as `model`, then `build` makes
     what the handler gets of it. Repeat a parameter for a list field (`state=new&state=closed`);
     for any other field the last value counts, as with FastAPI's own parameters. Unknown
-    parameters are ignored."""
+    parameters are ignored.
+
+    Declare it after the caller's dependency (`CurrentCall`, a role): dependencies are
+    resolved in order, so a request without a key then gets its 401 before any 422. Its 422
+    names the errors of this model only, not those of parameters FastAPI checks itself on the
+    same route (FastAPI would gather them into one answer)."""
 
     def __init__(self, model: type[M], build: Callable[[M], T]) -> None:
         self.model = model

@@ -10,12 +10,16 @@ changed role counts from the next request on, in every worker:
 - in the worker that made the change at once (the identity router calls `forget` after its
   commit, before it answers);
 - in the others as soon as the notification arrives, which PostgreSQL sends when the change
-  commits: in practice before the client that made the change has its answer.
+  commits: in practice before the client that made the change has its answer, but that is
+  not guaranteed (another worker's event loop may take a request before the notification).
+  Where the very next request must be refused everywhere, set `SDMS_AUTH_CACHE_SECONDS=0`.
 
-When the listening connection is lost, nothing is answered from the cache until it listens
-again (and it starts empty). Entries also expire after `SDMS_AUTH_CACHE_SECONDS`, a bound even
-if a notification were lost. Unknown keys are never cached. SQLite has no notifications: there,
-every request reads the key.
+When the listening connection is lost, or has not answered its pings for a few seconds,
+nothing is answered from the cache until it listens again (and it starts empty). Entries also
+expire after `SDMS_AUTH_CACHE_SECONDS`, a bound even if a notification were lost. Unknown keys
+are never cached. SQLite has no notifications: there, every request reads the key.
+Notifications need a session-level connection to PostgreSQL: behind a pooler in transaction
+mode (pgbouncer), LISTEN does not work; set `SDMS_AUTH_CACHE_SECONDS=0` there.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ import time
 from collections.abc import Callable
 
 from app.core.auth import Principal
+from app.core.notify import PING_SECONDS
 
 AUTH_CHANNEL = "sdms_auth"
 MAX_ENTRIES = 10_000
+# Trusted for this long after the listening connection was last seen working: a few of its
+# pings (app/core/notify.py), so a connection that died silently is distrusted within seconds.
+ALIVE_SECONDS = 3 * PING_SECONDS
 
 
 class PrincipalCache:
@@ -37,13 +45,15 @@ class PrincipalCache:
         self._monotonic = monotonic
         self._entries: dict[str, tuple[Principal, float]] = {}
         self._live = False
+        self._alive_until = 0.0
         # Bumped whenever entries may have gone stale: a read of the database that began before
         # a bump is not stored after it.
         self.generation = 0
 
     @property
     def live(self) -> bool:
-        return self._live and self.ttl > 0
+        """Listening, and the listening connection was seen working moments ago."""
+        return self._live and self.ttl > 0 and self._monotonic() < self._alive_until
 
     def get(self, key_hash: str) -> Principal | None:
         if not self.live:
@@ -74,6 +84,12 @@ class PrincipalCache:
     def listening(self, live: bool) -> None:
         self.forget()
         self._live = live
+
+    def alive(self) -> None:
+        now = self._monotonic()
+        if now >= self._alive_until:  # trust had lapsed: notifications may have been missed
+            self.forget()
+        self._alive_until = now + ALIVE_SECONDS
 
     def changed(self) -> None:
         self.forget()

@@ -178,10 +178,11 @@ async def revoke_api_key(user_id: uuid.UUID, key_id: uuid.UUID, write: Write) ->
 async def _changing_principals(write: WriteContext, action: Action) -> Response:
     """A write to a user or a key: once it is committed, this process forgets who holds which
     key (other processes hear of it from PostgreSQL: app/identity/principals.py)."""
-    response = await write.run(action)
     principals: PrincipalCache = write.call.state.principals
-    principals.forget()
-    return response
+    try:
+        return await write.run(action)
+    finally:  # also when the commit went through but its answer was lost
+        principals.forget()
 
 
 # --- groups ---------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ def upgrade() -> None:
             f"CREATE TRIGGER {table}_notify_auth AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
             f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION sdms_notify_auth()"
         )
+        # Also when triggers are off for replication or a restore (session_replication_role).
+        op.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_notify_auth")
 
 
 def downgrade() -> None:

@@ -321,9 +321,15 @@ async def test_bad_filter_parameters_are_named_in_a_422(world: World) -> None:
     metrics = await agent.get("/slm/metrics", params={"state": "asleep"})
     assert ["query", "state", 0] in [e["loc"] for e in problem(metrics, 422)["errors"]]
     # A scalar parameter sent twice counts once (the last); unknown parameters are ignored.
-    mine = await world.incident(impact=1, urgency=1)
-    twice = await agent.get("/incidents?major=true&major=false&colour=red")
-    assert mine["id"] in {i["id"] for i in ok(twice, 200)["items"]}
+    plain = await world.incident(impact=1, urgency=1)
+    major = await world.incident(world.agent, major=True)
+
+    false_last = ok(await agent.get("/incidents?major=true&major=false&colour=red"), 200)
+    true_last = ok(await agent.get("/incidents?major=false&major=true"), 200)
+    assert {i["id"] for i in false_last["items"]} == {plain["id"]}
+    assert {i["id"] for i in true_last["items"]} == {major["id"]}
+    # The caller is checked before the parameters: no key and bad parameters is a 401.
+    problem(await world.admin.as_key(None).get("/incidents?limit=0&state=asleep"), 401)
 
 
 async def test_text_search_treats_input_as_text(world: World) -> None:
