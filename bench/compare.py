@@ -123,34 +123,34 @@ class Comparison:
 
     async def _seed(self, port: int) -> scenarios.Load:
         client = Client("127.0.0.1", port, key=self.key, concurrency=32)
-        cast = await seed.seed_cast(client, "cmp")
-        await seed.seed_incidents_api(client, cast, 300, random.Random(1))
-        await seed.clone_incidents_sql(self.dsn, self.args.incidents)
-        await seed.settle(self.dsn)
+        try:
+            cast = await seed.seed_cast(client, "cmp")
+            await seed.seed_incidents_api(client, cast, 300, random.Random(1))
+            await seed.clone_incidents_sql(self.dsn, self.args.incidents)
+            await seed.settle(self.dsn)
+            return await self._load(client, cast)
+        finally:
+            client.close()
+
+    async def _load(self, client: Client, cast: seed.Cast) -> scenarios.Load:
+        """The scenario's requests to SDMS, on the seeded rows."""
+        name = self.args.scenario
+        if name == "create":
+            return scenarios.create_loads(cast, random.Random(2)).sdms
+        if name == "list":
+            targets = scenarios.list_targets(cast, random.Random(3))
+            agent = client.as_key(cast.agents[0][1])
+            cursors = await scenarios.first_page_cursors(agent, scenarios.API, targets)
+            return scenarios.list_load_sdms(cast, targets, cursors)
         conn = await asyncpg.connect(self.dsn)
         try:
             rows = await conn.fetch("SELECT id FROM incidents ORDER BY random() LIMIT 5000")
         finally:
             await conn.close()
         ids = [str(r["id"]) for r in rows]
-        name = self.args.scenario
-        if name == "create":
-            return scenarios.create_loads(cast, random.Random(2)).sdms
         if name == "get":
             return scenarios.get_loads(cast, ids).sdms
-        if name == "comment":
-            return scenarios.comment_loads(cast, ids).sdms
-        targets = scenarios.list_targets(cast, random.Random(3))
-        agent = client.as_key(cast.agents[0][1])
-        cursors = {}
-        for org, state in sorted({(t.org, t.state) for t in targets}):
-            page = await agent.ok(
-                "GET", f"/api/v1/incidents?organization_id={org}&state={state}&limit=50"
-            )
-            cursors[(org, state)] = page["next_cursor"]
-        client.close()
-        headers = [{"Authorization": f"Bearer {key}"} for _id, key in cast.agents]
-        return scenarios.list_load_http("/api/v1", targets, cursors, headers)
+        return scenarios.comment_loads(cast, ids).sdms
 
     def measure(self, label: str, tree: Path, load: scenarios.Load, n: int) -> dict[str, Any]:
         port = procs.free_port()

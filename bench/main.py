@@ -404,27 +404,18 @@ class Bench:
     async def sdms_cursors(self, targets: list[ListTarget]) -> dict[tuple[str, str], str | None]:
         assert self.sdms is not None and self.cast is not None
         client = Client("127.0.0.1", self.sdms.port, key=self.cast.agents[0][1], concurrency=8)
-        pairs = sorted({(t.org, t.state) for t in targets})
-        cursors = {}
-        for org, state in pairs:
-            page = await client.ok(
-                "GET", f"/api/v1/incidents?organization_id={org}&state={state}&limit=50"
-            )
-            cursors[(org, state)] = page["next_cursor"]
-        client.close()
-        return cursors
+        try:
+            return await scenarios.first_page_cursors(client, scenarios.API, targets)
+        finally:
+            client.close()
 
     async def floor_cursors(self, targets: list[ListTarget]) -> dict[tuple[str, str], str | None]:
         assert self.floor is not None
         client = Client("127.0.0.1", self.floor.port, concurrency=8)
-        cursors = {}
-        for org, state in sorted({(t.org, t.state) for t in targets}):
-            page = await client.ok(
-                "GET", f"/incidents?organization_id={org}&state={state}&limit=50"
-            )
-            cursors[(org, state)] = page["next_cursor"]
-        client.close()
-        return cursors
+        try:
+            return await scenarios.first_page_cursors(client, "", targets)
+        finally:
+            client.close()
 
     async def raw_positions(
         self, targets: list[ListTarget]
@@ -474,10 +465,9 @@ class Bench:
             elif name == "get":
                 results[name] = await trio(name, scenarios.get_loads(cast, get_ids))
             elif name == "list":
-                sdms_load = scenarios.list_load_http(
-                    "/api/v1", list_targets, await self.sdms_cursors(list_targets),
-                    [{"Authorization": f"Bearer {k}"} for _i, k in cast.agents],
-                )  # fmt: skip
+                sdms_load = scenarios.list_load_sdms(
+                    cast, list_targets, await self.sdms_cursors(list_targets)
+                )
                 floor_load = raw_load = Load(cycle=True)
                 if with_refs:
                     floor_load = scenarios.list_load_http(

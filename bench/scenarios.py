@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import orjson
 
+from bench.http import Client
 from bench.seed import Cast
 
 API = "/api/v1"
@@ -148,6 +149,25 @@ def list_load_http(
             path += f"&cursor={quote(cursor, safe='')}"
         load.requests.append(["GET", path, n % len(headers), None])
     return load
+
+
+def list_load_sdms(
+    cast: Cast, targets: list[ListTarget], cursors: dict[tuple[str, str], str | None]
+) -> Load:
+    """SDMS's list requests, sent by the agents in turn."""
+    return list_load_http(API, targets, cursors, _agents(cast))
+
+
+async def first_page_cursors(
+    client: Client, prefix: str, targets: list[ListTarget]
+) -> dict[tuple[str, str], str | None]:
+    """The `next_cursor` of page 1 for every (organization, state) of `targets`: what their
+    page-2 requests send. `prefix` is `API` for SDMS, "" for the floor app."""
+    cursors = {}
+    for org, state in sorted({(t.org, t.state) for t in targets}):
+        path = f"{prefix}/incidents?organization_id={org}&state={state}&limit=50"
+        cursors[(org, state)] = (await client.ok("GET", path))["next_cursor"]
+    return cursors
 
 
 def list_load_raw(
