@@ -15,11 +15,11 @@ log = logging.getLogger("sdms.notify")
 
 
 class Watcher(Protocol):
-    def listening(self, live: bool) -> None:
-        """Called with True once notifications are followed, with False when they may be missed."""
-
     def alive(self) -> None:
-        """Called whenever the listening connection was just seen working (connected, pinged)."""
+        """Called whenever the listening connection was just seen working (listening, pinged)."""
+
+    def lost(self) -> None:
+        """Called when the listening connection is gone: notifications may be missed."""
 
     def changed(self) -> None:
         """Called on every notification."""
@@ -57,8 +57,6 @@ async def follow(
             await _listen(dsn, channel, watcher, stop, ping_seconds)
         except Exception as exc:  # the driver's errors are many; none may end the listening
             log.warning("not listening on %s (%r); retrying", channel, exc)
-        finally:
-            watcher.listening(False)
         if not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), retry_seconds)
@@ -75,7 +73,6 @@ async def _listen(
     try:
         conn.add_termination_listener(lambda _conn: lost.set())
         await conn.add_listener(channel, lambda *_args: watcher.changed())
-        watcher.listening(True)
         watcher.alive()
         while not stop.is_set() and not lost.is_set():
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
@@ -88,7 +85,7 @@ async def _listen(
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), ping_seconds)
                 watcher.alive()
     finally:
-        watcher.listening(False)
+        watcher.lost()
         try:
             await asyncio.wait_for(conn.close(), 2)
         except Exception:

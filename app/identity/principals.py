@@ -44,7 +44,7 @@ class PrincipalCache:
         self.ttl = ttl_seconds
         self._monotonic = monotonic
         self._entries: dict[str, tuple[Principal, float]] = {}
-        self._live = False
+        # Until when the listening connection counts as working (0: not listening).
         self._alive_until = 0.0
         # Bumped whenever entries may have gone stale: a read of the database that began before
         # a bump is not stored after it.
@@ -53,7 +53,7 @@ class PrincipalCache:
     @property
     def live(self) -> bool:
         """Listening, and the listening connection was seen working moments ago."""
-        return self._live and self.ttl > 0 and self._monotonic() < self._alive_until
+        return self.ttl > 0 and self._monotonic() < self._alive_until
 
     def get(self, key_hash: str) -> Principal | None:
         if not self.live:
@@ -81,15 +81,15 @@ class PrincipalCache:
         self.generation += 1
 
     # app.core.notify.Watcher
-    def listening(self, live: bool) -> None:
-        self.forget()
-        self._live = live
-
     def alive(self) -> None:
         now = self._monotonic()
-        if now >= self._alive_until:  # trust had lapsed: notifications may have been missed
+        if now >= self._alive_until:  # not trusted until now: notifications may have been missed
             self.forget()
         self._alive_until = now + ALIVE_SECONDS
+
+    def lost(self) -> None:
+        self.forget()
+        self._alive_until = 0.0
 
     def changed(self) -> None:
         self.forget()

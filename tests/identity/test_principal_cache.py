@@ -43,7 +43,6 @@ class Ticks:
 def listening_cache(ttl: float = 60) -> tuple[PrincipalCache, Ticks]:
     ticks = Ticks()
     cache = PrincipalCache(ttl, monotonic=ticks)
-    cache.listening(True)
     cache.alive()
     return cache, ticks
 
@@ -52,13 +51,11 @@ def test_nothing_is_answered_from_the_cache_unless_it_is_listening() -> None:
     cache = PrincipalCache(60, monotonic=Ticks())
     cache.put("h", SOMEONE, cache.generation)
     assert cache.get("h") is None  # not listening: nothing kept
-    cache.listening(True)
     cache.alive()
     cache.put("h", SOMEONE, cache.generation)
     assert cache.get("h") == SOMEONE
-    cache.listening(False)  # the connection was lost: everything is forgotten
+    cache.lost()  # the connection was lost: everything is forgotten
     assert cache.get("h") is None
-    cache.listening(True)
     cache.alive()
     assert cache.get("h") is None  # and it starts empty again
 
