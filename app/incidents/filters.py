@@ -4,13 +4,11 @@ for a caller, tenancy included. Shared by the incident list and the SLM reports.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from enum import Enum
 from typing import Annotated
 
 from fastapi import Depends
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import BindParameter, ColumnElement, bindparam
 
 from app.core.auth import Principal
@@ -38,21 +36,30 @@ _LISTS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class IncidentFilters:
-    state: Sequence[State] = ()
-    priority: Sequence[int] = ()
-    organization_id: Sequence[uuid.UUID] = ()
-    assignee_id: Sequence[uuid.UUID] = ()
-    group_id: Sequence[uuid.UUID] = ()
-    service_id: Sequence[uuid.UUID] = ()
-    region: Sequence[str] = ()
-    request_type: Sequence[str] = ()
-    channel: Sequence[str] = ()
+class IncidentFilters(BaseModel):
+    """The filter parameters (section 1): repeat a parameter for several values. Read from the
+    query string as one model (app/core/queryparams.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: Annotated[list[State], Field(max_length=6)] = []
+    priority: Annotated[list[PriorityValue], Field(max_length=5)] = []
+    organization_id: IdList = []
+    assignee_id: IdList = []
+    group_id: IdList = []
+    service_id: IdList = []
+    region: Annotated[list[Region], Field(max_length=20)] = []
+    request_type: Annotated[list[RequestType], Field(max_length=4)] = []
+    channel: Annotated[list[Channel], Field(max_length=6)] = []
     major: bool | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    q: str | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    q: Annotated[str | None, Field(min_length=1, max_length=200)] = None
+
+    @field_validator("q")
+    @classmethod
+    def _printable(cls, q: str | None) -> str | None:
+        return (q.replace("\x00", "") or None) if q is not None else None
 
     def bind(self, principal: Principal, dialect: str) -> Bound:
         """The filters and the caller's tenancy as conditions with named parameters."""
@@ -67,10 +74,8 @@ class IncidentFilters:
                 f_tenant=principal.organization_id,
             )
         for field_name, column in _LISTS:
-            values = list(getattr(self, field_name))
-            if field_name == "state":
-                values = [State(v).value for v in values]
-            elif field_name == "region":
+            values = [v.value if isinstance(v, Enum) else v for v in getattr(self, field_name)]
+            if field_name == "region":
                 values = [r.lower() for r in values]
             if values:
                 one_of(bound, c[column], f"f_{field_name}", values, dialect)
@@ -97,41 +102,5 @@ def _text_search() -> ColumnElement[bool]:
     return c.title.ilike(text, escape="\\") | c.description.ilike(text, escape="\\")
 
 
-class FilterQuery(BaseModel):
-    """The filter parameters (section 1): repeat a parameter for several values."""
-
-    state: Annotated[list[State], Field(max_length=6)] = []
-    priority: Annotated[list[PriorityValue], Field(max_length=5)] = []
-    organization_id: IdList = []
-    assignee_id: IdList = []
-    group_id: IdList = []
-    service_id: IdList = []
-    region: Annotated[list[Region], Field(max_length=20)] = []
-    request_type: Annotated[list[RequestType], Field(max_length=4)] = []
-    channel: Annotated[list[Channel], Field(max_length=6)] = []
-    major: bool | None = None
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
-    q: Annotated[str | None, Field(min_length=1, max_length=200)] = None
-
-    def filters(self) -> IncidentFilters:
-        q = self.q.replace("\x00", "") if self.q is not None else None
-        return IncidentFilters(
-            state=self.state,
-            priority=self.priority,
-            organization_id=self.organization_id,
-            assignee_id=self.assignee_id,
-            group_id=self.group_id,
-            service_id=self.service_id,
-            region=self.region,
-            request_type=[r.value for r in self.request_type],
-            channel=[c.value for c in self.channel],
-            major=self.major,
-            created_after=self.created_after,
-            created_before=self.created_before,
-            q=q or None,
-        )
-
-
-incident_filters = QueryModel(FilterQuery, FilterQuery.filters)
+incident_filters = QueryModel(IncidentFilters, lambda filters: filters)
 FiltersDep = Annotated[IncidentFilters, Depends(incident_filters)]
