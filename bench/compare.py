@@ -125,6 +125,7 @@ class Comparison:
         client = Client("127.0.0.1", port, key=self.key, concurrency=32)
         try:
             cast = await seed.seed_cast(client, "cmp")
+            await seed.seed_agreements(client, cast)  # as bench/run does: incidents get clocks
             await seed.seed_incidents_api(client, cast, 300, random.Random(1))
             await seed.clone_incidents_sql(self.dsn, self.args.incidents)
             await seed.settle(self.dsn)
