@@ -16,14 +16,18 @@ from pathlib import Path
 
 import pytest
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.db import Database, create_engine
 from app.core.migrate import upgrade
+from app.core.sql import as_dict
+from app.incidents.models import incidents
 from app.main import create_app
 from app.models import metadata
+from app.slm.models import sla_clocks
+from app.slm.service import shown
 from tests.factories import Api, World, build_world
 from tests.pg import PostgresServer, find_bin_dir
 
@@ -101,8 +105,20 @@ async def database(
                 await conn.execute(text(f"ALTER SEQUENCE {prefix}_number_seq RESTART WITH 1"))
     try:
         yield db
+        await _assert_rows_carry_their_clocks(db)
     finally:
         await db.dispose()
+
+
+async def _assert_rows_carry_their_clocks(db: Database) -> None:
+    """After every API test: each incident row's copy of its SLA clocks (app/slm/models.py) is
+    what its clocks say, whatever the test did to it."""
+    async with db.read() as conn:
+        clocks = [as_dict(r._mapping) for r in await conn.execute(select(sla_clocks))]
+        rows = [r._mapping for r in await conn.execute(select(incidents))]
+    for row in rows:
+        expected = shown(c for c in clocks if c["incident_id"] == row["id"])
+        assert {name: row[name] for name in expected} == expected, row["number"]
 
 
 @pytest.fixture

@@ -78,93 +78,92 @@ async def test_the_history_goes_down_and_up_again(
     assert head_revision() is not None
 
 
-async def test_0003_fills_in_the_read_columns_of_existing_clocks(
-    pg_server: PostgresServer | None, tmp_path: Path
-) -> None:
-    """Clocks written before 0003 get `calendar_version` and `running_since` from their JSON.
-    (An INSERT names only the columns it is given, so the tables of the code can write the
-    older schema.)"""
-    from datetime import UTC, datetime
-
-    from sqlalchemy import insert, select
+async def _incident_under_an_agreement(conn: Any, now: Any) -> dict[str, Any]:
+    """An organization, a 24x7 calendar (version 3), an agreement and an incident, written
+    with the tables of the code (an INSERT names only the columns it is given, so they can
+    write an older schema); answers the ids and the calendar snapshot."""
+    from sqlalchemy import insert
 
     from app.core.ids import new_id
     from app.identity.models import organizations
     from app.incidents.models import incidents
-    from app.slm.models import agreements, calendars, sla_clocks
+    from app.slm.models import agreements, calendars
+
+    org, cal, agreement, incident = new_id(), new_id(), new_id(), new_id()
+    stamps = {"created_at": now, "updated_at": now, "version": 1}
+    await conn.execute(insert(organizations).values(id=org, code="A", name="A", **stamps))
+    await conn.execute(
+        insert(calendars).values(
+            id=cal, name="24x7", timezone="UTC", always_on=True, hours={}, holidays=[], **stamps
+        )
+    )
+    await conn.execute(
+        insert(agreements).values(
+            id=agreement, name="A", calendar_id=cal, warn_at_percent=75, targets=[], **stamps
+        )
+    )
+    await conn.execute(
+        insert(incidents).values(
+            id=incident,
+            number="INC-MSK-0000001",
+            region="msk",
+            title="t",
+            description="",
+            organization_id=org,
+            channel="api",
+            impact=3,
+            urgency=3,
+            priority=5,
+            state="new",
+            major=False,
+            request_type="incident",
+            escalation_level=0,
+            reopen_count=0,
+            opened_at=now,
+            **stamps,
+        )
+    )
+    snapshot = {
+        "id": str(cal),
+        "version": 3,
+        "timezone": "UTC",
+        "always_on": True,
+        "hours": {},
+        "holidays": [],
+    }
+    return {"incident": incident, "agreement": agreement, "calendar": cal, "snapshot": snapshot}
+
+
+async def test_0003_fills_in_the_read_columns_of_existing_clocks(
+    pg_server: PostgresServer | None, tmp_path: Path
+) -> None:
+    """Clocks written before 0003 get `calendar_version` and `running_since` from their JSON."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from app.slm.models import sla_clocks
 
     urls = [f"sqlite+aiosqlite:///{tmp_path / 'backfill.db'}"]
     if pg_server is not None:
         urls.append(pg_server.create_database(f"migrations_{next(_databases)}"))
     now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-    stamps = {"created_at": now, "updated_at": now, "version": 1}
     for url in urls:
         await asyncio.to_thread(upgrade, url, "0002")
-        org, cal, agreement, incident = new_id(), new_id(), new_id(), new_id()
-        snapshot = {
-            "id": str(cal),
-            "version": 3,
-            "timezone": "UTC",
-            "always_on": True,
-            "hours": {},
-            "holidays": [],
-        }
         engine = create_async_engine(url, poolclass=NullPool)
         async with engine.begin() as conn:
-            await conn.execute(insert(organizations).values(id=org, code="A", name="A", **stamps))
-            await conn.execute(
-                insert(calendars).values(
-                    id=cal,
-                    name="24x7",
-                    timezone="UTC",
-                    always_on=True,
-                    hours={},
-                    holidays=[],
-                    **stamps,
-                )
-            )
-            await conn.execute(
-                insert(agreements).values(
-                    id=agreement,
-                    name="A",
-                    calendar_id=cal,
-                    warn_at_percent=75,
-                    targets=[],
-                    **stamps,
-                )
-            )
-            await conn.execute(
-                insert(incidents).values(
-                    id=incident,
-                    number="INC-MSK-0000001",
-                    region="msk",
-                    title="t",
-                    description="",
-                    organization_id=org,
-                    channel="api",
-                    impact=3,
-                    urgency=3,
-                    priority=5,
-                    state="new",
-                    major=False,
-                    request_type="incident",
-                    escalation_level=0,
-                    reopen_count=0,
-                    opened_at=now,
-                    **stamps,
-                )
-            )
+            made = await _incident_under_an_agreement(conn, now)
             for kind, segments in (
                 ("response", [["2026-03-02T09:00:00+00:00", "2026-03-02T09:05:00+00:00"]]),
                 ("resolution", [["2026-03-02T09:00:00+00:00", None]]),
             ):
                 await conn.execute(
                     insert(sla_clocks).values(
-                        incident_id=incident,
+                        incident_id=made["incident"],
                         kind=kind,
-                        agreement_id=agreement,
-                        calendar_id=cal,
-                        calendar=snapshot,
+                        agreement_id=made["agreement"],
+                        calendar_id=made["calendar"],
+                        calendar=made["snapshot"],
                         target_seconds=60,
                         warn_at_percent=75,
                         segments=segments,
@@ -185,3 +184,74 @@ async def test_0003_fills_in_the_read_columns_of_existing_clocks(
             }
         await engine.dispose()
         assert rows == {"response": (3, None), "resolution": (3, now)}
+
+
+async def test_0006_copies_the_clocks_onto_their_incidents(
+    pg_server: PostgresServer | None, tmp_path: Path
+) -> None:
+    """Incidents written before 0006 get the clock columns of their rows from their clocks."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert, select
+
+    from app.incidents.models import incidents
+    from app.slm.models import sla_clocks
+    from app.slm.service import shown
+
+    urls = [f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}"]
+    if pg_server is not None:
+        urls.append(pg_server.create_database(f"migrations_{next(_databases)}"))
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    for url in urls:
+        await asyncio.to_thread(upgrade, url, "0005")
+        engine = create_async_engine(url, poolclass=NullPool)
+        async with engine.begin() as conn:
+            made = await _incident_under_an_agreement(conn, now)
+            clocks = [
+                {
+                    "incident_id": made["incident"],
+                    "kind": "response",
+                    "mode": "stopped",
+                    "elapsed_closed_us": 300_000_000,
+                    "running_since": None,
+                    "due_at": now + timedelta(minutes=15),
+                    "stopped_at": now + timedelta(minutes=5),
+                    "target_seconds": 900,
+                },
+                {
+                    "incident_id": made["incident"],
+                    "kind": "resolution",
+                    "mode": "running",
+                    "elapsed_closed_us": 0,
+                    "running_since": now,
+                    "due_at": now + timedelta(hours=4),
+                    "stopped_at": None,
+                    "target_seconds": 4 * 3600,
+                },
+            ]
+            for clock in clocks:
+                clock.update(
+                    agreement_id=made["agreement"],
+                    calendar_id=made["calendar"],
+                    calendar=made["snapshot"],
+                    calendar_version=3,
+                )
+                await conn.execute(
+                    insert(sla_clocks).values(
+                        **clock,
+                        warn_at_percent=75,
+                        segments=[],
+                        warned=False,
+                        breach_notified=False,
+                        updated_at=now,
+                    )
+                )
+        await engine.dispose()
+        await asyncio.to_thread(upgrade, url)
+        engine = create_async_engine(url, poolclass=NullPool)
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(incidents))).one()._mapping
+        await engine.dispose()
+        expected = shown(clocks)
+        assert {name: row[name] for name in expected} == expected
+        assert expected["sla_resolution_running_since"] == now

@@ -15,7 +15,7 @@ transaction lazily: `_begun` starts it first).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -43,6 +43,10 @@ class Row:
             return self._mapping[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def __iter__(self) -> Iterator[Any]:
+        """The values, in the statement's order (as iterating SQLAlchemy's rows gives them)."""
+        return iter(self._mapping.values())
 
     def __repr__(self) -> str:
         return f"Row({dict(self._mapping)!r})"

@@ -16,6 +16,7 @@ from sqlalchemy import (
 )
 
 from app.core.db import UTCDateTime, id_column, metadata, record_columns
+from app.slm.models import shown_clock_columns
 
 incidents = Table(
     "incidents",
@@ -56,6 +57,8 @@ incidents = Table(
     # The ETA watch: when to emit `incident.eta_exceeded`, and for which ETA it was emitted.
     Column("eta_alert_at", UTCDateTime, nullable=True),
     Column("eta_alerted_for", UTCDateTime, nullable=True),
+    # The SLA clocks as shown (`sla`): a copy kept by app/slm/service.py (see app/slm/models.py).
+    *shown_clock_columns(),
     *record_columns(),
 )
 Index("ix_incidents_created", incidents.c.created_at, incidents.c.id)

@@ -63,7 +63,7 @@ async def list_incidents(
     items, cursor = await service.list_incidents(
         conn, principal=principal, filters=filters, params=params, now=call.now()
     )
-    return json_response(service.page_view(items, principal, cursor))
+    return json_response({"items": items, "next_cursor": cursor})
 
 
 @router.get("/{incident_id}", response_model=IncidentRead)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, insert, select
+from sqlalchemy import Row, Select, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.auth import Principal, Role
@@ -43,7 +43,7 @@ from app.itil.journal import JournalWriter
 from app.itil.numbers import looks_like_number, next_number_and_version
 from app.slm import config as slm_config
 from app.slm import service as slm
-from app.slm.models import sla_clocks
+from app.slm.models import shown_clock_columns
 from app.slm.service import ClockView
 
 RECORD_TYPE = "incident"
@@ -52,6 +52,8 @@ _INSERT_INCIDENT = Query(insert(incidents))
 _EMPTY_INCIDENT = {str(column.name): None for column in incidents.columns}
 # Fields SDMS keeps for itself: never answered, never journaled.
 INTERNAL_FIELDS = frozenset({"responded_at", "eta_alert_at", "eta_alerted_for"})
+# The row's copy of its SLA clocks (app/slm/models.py): shown as `sla`, never journaled.
+CLOCK_FIELDS = frozenset(str(column.name) for column in shown_clock_columns())
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -66,7 +68,7 @@ PUBLIC_FIELDS = tuple(name for name in IncidentPublic.model_fields if name != "s
 _COLUMNS = frozenset(column.name for column in incidents.columns)
 assert _COLUMNS.issuperset(STAFF_FIELDS), "every field of a view is a column"
 STAFF_HIDDEN = tuple(sorted(_COLUMNS - set(STAFF_FIELDS)))
-assert set(STAFF_HIDDEN) == INTERNAL_FIELDS, "staff see every column but the internal ones"
+assert set(STAFF_HIDDEN) == INTERNAL_FIELDS | CLOCK_FIELDS, "staff see every other column"
 PUBLIC_HIDDEN = tuple(sorted(_COLUMNS - set(PUBLIC_FIELDS)))
 
 
@@ -97,14 +99,9 @@ class Incident:
         return data
 
 
-async def with_clocks(conn: AsyncConnection, row: Row[Any], now: datetime) -> Incident:
-    return Incident(row, (await slm.clock_views(conn, [row.id], now)).get(row.id, []))
-
-
-def page_view(
-    items: Sequence[Incident], principal: Principal, cursor: str | None
-) -> dict[str, Any]:
-    return {"items": [i.view(principal) for i in items], "next_cursor": cursor}
+async def with_clocks(conn: AsyncConnection, row: Any, now: datetime) -> Incident:
+    """The incident of a row of `incidents` (its clock columns give its `sla`)."""
+    return Incident(row, (await slm.sla_of(conn, [slm.shown_values(row._mapping)], now))[0])
 
 
 def _incident_by(column: str, *, customer: bool, lock: bool) -> Select[Any]:
@@ -123,32 +120,6 @@ _INCIDENT_BY = {
 }
 
 
-# A read of one incident brings its clocks along: one row per clock (or one with no clock),
-# the clock's columns prefixed, response first.
-_CLOCK_PREFIX = "sla_"
-_INCIDENT_COLUMNS = tuple(str(column.name) for column in incidents.columns)
-_CLOCK_COLUMNS = tuple((_CLOCK_PREFIX + c.name, str(c.name)) for c in slm.VIEW_COLUMNS)
-
-
-def _incident_with_clocks(column: str, *, customer: bool) -> Select[Any]:
-    stmt = (
-        select(incidents, *(c.label(_CLOCK_PREFIX + c.name) for c in slm.VIEW_COLUMNS))
-        .select_from(incidents.outerjoin(sla_clocks, sla_clocks.c.incident_id == incidents.c.id))
-        .where(incidents.c[column] == bindparam("ref"))
-        .order_by(sla_clocks.c.kind.desc())
-    )
-    if customer:
-        stmt = stmt.where(incidents.c.organization_id == bindparam("organization_id"))
-    return stmt
-
-
-_INCIDENT_WITH_CLOCKS_BY = {
-    (column, customer): Query(_incident_with_clocks(column, customer=customer))
-    for column in ("id", "number")
-    for customer in (False, True)
-}
-
-
 def _reference(ref: str) -> tuple[str, Any]:
     """The column an id or a number names, and its value; 404 for anything else."""
     record_id = parse_uuid(ref)
@@ -163,19 +134,7 @@ async def read_incident(
     conn: AsyncConnection, *, principal: Principal, ref: str, now: datetime
 ) -> Incident:
     """An incident with its SLA clocks, in one statement; 404 if the caller may not see it."""
-    column, value = _reference(ref)
-    query = _INCIDENT_WITH_CLOCKS_BY[column, principal.is_customer]
-    rows = await query.all(conn, {"ref": value, "organization_id": principal.organization_id})
-    if not rows:
-        raise NotFound(f"No incident {ref}.")
-    first = rows[0]._mapping
-    clocks = [
-        {name: row._mapping[label] for label, name in _CLOCK_COLUMNS}
-        for row in rows
-        if row._mapping[_CLOCK_PREFIX + "kind"] is not None
-    ]
-    row = SqlRow({name: first[name] for name in _INCIDENT_COLUMNS})
-    return Incident(row, await slm.views_of(conn, clocks, now) if clocks else [])
+    return await with_clocks(conn, await get_incident(conn, principal=principal, ref=ref), now)
 
 
 async def get_incident(
@@ -200,8 +159,12 @@ SORT_KEYS = {
 
 
 _list_queries: dict[tuple[Any, ...], Query] = {}
-# A list shows no internal field to anyone: they are not read (fifty rows a page).
-_LISTED = tuple(column for column in incidents.columns if column.name not in INTERNAL_FIELDS)
+# A page reads what its views show, in their order (the public fields are the first of the
+# staff's), then the clock columns: an incident's view is its first values zipped with the
+# names of its fields, and its `sla` comes from the rest (fifty rows a page).
+assert STAFF_FIELDS[: len(PUBLIC_FIELDS)] == PUBLIC_FIELDS
+_LISTED = tuple(incidents.c[name] for name in (*STAFF_FIELDS, *slm.SHOWN_COLUMNS))
+_CLOCKS_LISTED_AT = len(STAFF_FIELDS)
 
 
 def _list_query(keyset: Keyset, params: PageParams, bound: Bound, dialect: str) -> Query:
@@ -223,16 +186,21 @@ async def list_incidents(
     filters: IncidentFilters,
     params: PageParams,
     now: datetime,
-) -> tuple[list[Incident], str | None]:
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of incidents as this caller may see them, and the cursor of the next."""
     keyset = Keyset.choose(params.sort, SORT_KEYS, incidents.c.id, "-created_at")
     bound = filters.bind(principal, conn.dialect.name)
     query = _list_query(keyset, params, bound, conn.dialect.name)
     rows, cursor = keyset.page(await query.all(conn, bound.params), params)
-    # By key, not attribute: on a driver row an attribute is a failed lookup first (an
-    # AttributeError raised and caught inside Python), measurably slow fifty times a page.
-    ids = [r._mapping["id"] for r in rows]
-    sla = await slm.clock_views(conn, ids, now)
-    return [Incident(r, sla.get(i, [])) for r, i in zip(rows, ids, strict=True)], cursor
+    values = [tuple(row) for row in rows]
+    sla = await slm.sla_of(conn, [v[_CLOCKS_LISTED_AT:] for v in values], now)
+    names = PUBLIC_FIELDS if principal.is_customer else STAFF_FIELDS
+    items = []
+    for shown, clocks in zip(values, sla, strict=True):
+        view = dict(zip(names, shown, strict=False))  # the first len(names) values
+        view["sla"] = clocks
+        items.append(view)
+    return items, cursor
 
 
 # --- creating -------------------------------------------------------------------------------
@@ -300,15 +268,18 @@ async def create_incident(conn: AsyncConnection, *, ctx: Context, data: Incident
         "updated_at": now,
         "version": 1,
     }
+    clocks = slm.start_clocks(SqlRow({**_EMPTY_INCIDENT, **row_values}), now, config)
+    row_values.update(slm.shown(clocks))
     # The incident, its journal entry, its clocks and their change-log rows are written
     # together: one round trip on PostgreSQL (app/core/sql.py Batch).
     batch = Batch()
     batch.insert(_INSERT_INCIDENT, [row_values])
+    slm.insert_clocks(batch, clocks)
     row = SqlRow({**_EMPTY_INCIDENT, **row_values})
     journal = JournalWriter(RECORD_TYPE, row.id, principal, now)
     journal.field_changes({}, {"state": State.new})
     log = journal.into(batch)
-    incident = Incident(row, slm.start_clocks(batch, row, now, config))
+    incident = await with_clocks(conn, row, now)
     log.append(Change("incident", row.id, "incident.created", incident.admin_data(), row.version))
     ctx.log_into(batch, conn.dialect.name, log)
     await batch.run(conn)
@@ -337,11 +308,13 @@ async def _apply(
     # The update, its journal entries, the clocks' changes and the change-log rows are
     # written together: one round trip on PostgreSQL (app/core/sql.py Batch).
     batch = Batch()
-    row = update_into(batch, incidents, current, changes, now=ctx.now)
     visible = {k: v for k, v in changes.items() if k not in INTERNAL_FIELDS}
     journal.field_changes(current._mapping, visible, note=note)
     log = journal.into(batch)
-    incident = Incident(row, await slm.follow_incident(conn, batch, current, row, ctx.now))
+    after = SqlRow({**as_dict(current._mapping), **changes})
+    clocks = await slm.follow_incident(conn, batch, current, after, ctx.now)
+    row = update_into(batch, incidents, current, {**changes, **clocks}, now=ctx.now)
+    incident = await with_clocks(conn, row, ctx.now)
     log.append(Change("incident", row.id, event, incident.admin_data(), row.version))
     ctx.log_into(batch, conn.dialect.name, log)
     await batch.run(conn)
@@ -554,7 +527,10 @@ async def rebuild_sla(conn: AsyncConnection, *, ctx: Context, ref: str) -> Incid
     """Recompute the SLA clocks from the journal and the agreement (e.g. after a holiday was
     added retroactively). The incident record itself does not change."""
     current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
-    incident = Incident(current, await slm.rebuild_clocks(conn, current, ctx.now))
+    clocks = await slm.rebuild_clocks(conn, current, ctx.now)
+    # The row's copy of its clocks follows; the record itself (its version) does not change.
+    await conn.execute(update(incidents).where(incidents.c.id == current.id).values(clocks))
+    incident = await with_clocks(conn, SqlRow({**as_dict(current._mapping), **clocks}), ctx.now)
     await ctx.log_changes(
         conn,
         Change(

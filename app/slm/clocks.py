@@ -195,30 +195,28 @@ class ClockReading:
 
     @property
     def percent(self) -> float:
-        return round(self.elapsed_us * 100 / (self.target_seconds * US), 2)
+        return used_percent(self.elapsed_us, self.target_seconds)
 
 
-def read(
-    calendar: WorkingCalendar,
-    *,
-    mode: Mode,
-    target_seconds: int,
-    closed_us: int,
-    running_since: datetime | None,
-    now: datetime,
-) -> ClockReading:
-    elapsed = live_elapsed_us(calendar, closed_us, running_since, now)
-    breached = elapsed > target_seconds * US
+def used_percent(elapsed_us: int, target_seconds: int) -> float:
+    """How much of its target a clock has used, in % (two decimals)."""
+    return round(elapsed_us * 100 / (target_seconds * US), 2)
+
+
+def read(*, mode: str, target_seconds: int, elapsed_us: int) -> ClockReading:
+    """The clock as shown, given its `Mode` (or the mode's stored value) and the working time
+    it has counted (`live_elapsed_us`)."""
+    breached = elapsed_us > target_seconds * US
     state: ClockState
     if breached:
         state = "breached"
-    elif mode is Mode.stopped:
+    elif mode == Mode.stopped:
         state = "met"
-    elif mode is Mode.paused:
+    elif mode == Mode.paused:
         state = "paused"
     else:
         state = "running"
-    return ClockReading(elapsed, target_seconds, state, breached)
+    return ClockReading(elapsed_us, target_seconds, state, breached)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from app.incidents.models import incidents
 from app.incidents.service import record_escalation
 from app.slm.clocks import Kind
 from app.slm.models import sla_clocks
-from app.slm.service import clock_view
+from app.slm.service import used_percent
 
 BATCH = 100
 
@@ -51,12 +51,11 @@ async def sla_events(db: Database, settings: Settings, now: datetime) -> int:
 
 async def _emit_due_events(conn: AsyncConnection, ctx: Context, clock: Any) -> None:
     now = ctx.now
-    view = clock_view(clock._mapping, now)
     data = {
         "incident_id": str(clock.incident_id),
         "number": clock.number,
         "kind": clock.kind,
-        "percent": view["percent"],
+        "percent": used_percent(clock._mapping, now),
         "due_at": clock.due_at.isoformat().replace("+00:00", "Z") if clock.due_at else None,
     }
     warned, notified = clock.warned, clock.breach_notified

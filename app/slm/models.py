@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -78,3 +80,34 @@ sla_clocks = Table(
 )
 Index("ix_sla_clocks_next_check_at", sla_clocks.c.next_check_at)
 Index("ix_sla_clocks_breach_at", sla_clocks.c.breach_at)
+
+
+# What showing a clock needs (the fields of `sla_clocks` a clock's view is made of), also kept
+# on its incident's row, one set of columns per kind (`sla_response_due_at`, ...), written with
+# the clock in the same statement: an incident, or a page of fifty, is read with its `sla` in
+# one statement, with no second read of the clocks. All null: no clock of that kind.
+CLOCK_KINDS = ("response", "resolution")
+SHOWN_CLOCK_FIELDS: dict[str, Any] = {  # field: column type
+    "agreement_id": Uuid,
+    "calendar_id": Uuid,
+    "calendar_version": Integer,
+    "target_seconds": Integer,
+    "mode": String(10),
+    "elapsed_closed_us": BigInteger,
+    "running_since": UTCDateTime,
+    "due_at": UTCDateTime,
+    "stopped_at": UTCDateTime,
+}
+
+
+def shown_clock_column(kind: str, field: str) -> str:
+    return f"sla_{kind}_{field}"
+
+
+def shown_clock_columns() -> list[Column[object]]:
+    """The incident row's copy of its clocks (for app/incidents/models.py)."""
+    return [
+        Column(shown_clock_column(kind, field), type_, nullable=True)
+        for kind in CLOCK_KINDS
+        for field, type_ in SHOWN_CLOCK_FIELDS.items()
+    ]

@@ -2,6 +2,8 @@
 
 Clocks are kept in step with the incident inside the incident's own write transaction
 (`start_clocks`, `follow_incident`), and can be rebuilt from the journal (`rebuild_clocks`).
+Each of these also answers the incident row's copy of its clocks (`shown`), which the incident
+service writes with the incident; an incident's `sla` is read from that copy (`sla_of`).
 """
 
 from __future__ import annotations
@@ -15,17 +17,13 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Row,
-    Text,
-    any_,
     bindparam,
-    cast,
     delete,
     insert,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.auth import STAFF, Principal
@@ -48,11 +46,16 @@ from app.slm.calendar import (
 )
 from app.slm.clocks import Clock, Kind, Mode, Moment
 from app.slm.config import SlmConfig, Target, snapshot
-from app.slm.models import agreements, calendars, sla_clocks
+from app.slm.models import (
+    CLOCK_KINDS,
+    SHOWN_CLOCK_FIELDS,
+    agreements,
+    calendars,
+    shown_clock_column,
+    sla_clocks,
+)
 from app.slm.priority import PriorityMatrixRead, save_matrix
 from app.slm.schemas import AgreementBody, AgreementRead, CalendarBody, CalendarRead
-
-_UUID_ARRAY = postgresql.ARRAY(sla_clocks.c.incident_id.type)
 
 # --- calendars ------------------------------------------------------------------------------
 
@@ -297,18 +300,17 @@ def _target_of(row: Any) -> Target:
     )
 
 
-def start_clocks(batch: Batch, incident: Any, now: datetime, config: SlmConfig) -> list[ClockView]:
-    """Start both clocks of a new incident at its `opened_at`, if an agreement applies (the
-    rows join the write batch); answers the incident's `sla`."""
+def start_clocks(incident: Any, now: datetime, config: SlmConfig) -> list[dict[str, Any]]:
+    """The clocks of a new incident, started at its `opened_at`, if an agreement applies: rows
+    of `sla_clocks`, written after the incident (`insert_clocks`), and copied onto its row
+    (`shown`)."""
     targets = config.targets_for(
         organization_id=incident.organization_id,
         service_id=incident.service_id,
         priority=incident.priority,
     )
-    if not targets:
-        return []
     segments: tuple[clocks.Segment, ...] = ((incident.opened_at, None),)
-    rows = [
+    return [
         {
             "incident_id": incident.id,
             **_clock_values(
@@ -323,8 +325,31 @@ def start_clocks(batch: Batch, incident: Any, now: datetime, config: SlmConfig) 
         }
         for target in targets.values()
     ]
+
+
+def insert_clocks(batch: Batch, rows: Sequence[Mapping[str, Any]]) -> None:
     batch.insert(_INSERT_CLOCKS, rows)
-    return _views(rows, now)
+
+
+# The incident row's copy of its clocks (app/slm/models.py): per kind, (column, clock field).
+_SHOWN = {
+    kind: tuple((shown_clock_column(kind, field), field) for field in SHOWN_CLOCK_FIELDS)
+    for kind in CLOCK_KINDS
+}
+_NONE_SHOWN = {column: None for kind in CLOCK_KINDS for column, _ in _SHOWN[kind]}
+
+
+def shown(clock_rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Every clock column of an incident row, for these clocks (null for a kind with none)."""
+    values = dict(_NONE_SHOWN)
+    for clock in clock_rows:
+        for column, field in _SHOWN[clock["kind"]]:
+            values[column] = clock[field]
+    return values
+
+
+def _changed_on(incident: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if getattr(incident, name) != value}
 
 
 def _mode(kind: Kind, incident: Any) -> Mode:
@@ -341,11 +366,14 @@ RETARGETING_FIELDS = ("priority", "organization_id", "service_id")
 
 async def follow_incident(
     conn: AsyncConnection, batch: Batch, before: Any, after: Any, now: datetime
-) -> list[ClockView]:
+) -> dict[str, Any]:
     """Keep the clocks in step with an incident write: pause, resume or stop them, and re-target
     them when the priority (or the organization or service, hence the agreement) changed. The
-    changes join the write batch. Answers the incident's `sla` after the write."""
+    clocks' changes join the write batch. Answers the changes of the incident row's clock
+    columns (`shown`), for the caller to write with the incident."""
     retarget = any(getattr(before, f) != getattr(after, f) for f in RETARGETING_FIELDS)
+    if not retarget and all(_mode(kind, before) is _mode(kind, after) for kind in Kind):
+        return {}  # no clock moves: nothing to read or write
     rows = {Kind(r.kind): r for r in await _CLOCKS_TO_CHANGE.all(conn, {"incident_id": after.id})}
     if retarget:
         config = await slm_config.current(conn)
@@ -356,15 +384,15 @@ async def follow_incident(
         )
         if not targets:
             batch.execute(_DELETE_CLOCKS, {"incident_id": after.id})
-            return []
+            return _changed_on(before, shown(()))
         if not rows:
             # Newly under an agreement: the clocks are what they would have been from the
             # start, replayed from the journal, so this write's entries go in first.
             await batch.run(conn)
-            return await _replace_clocks(conn, after, targets, {}, now)
+            return _changed_on(before, shown(await _replace_clocks(conn, after, targets, {}, now)))
     else:
         targets = {kind: _target_of(row) for kind, row in rows.items()}
-    current: list[Mapping[Any, Any]] = []
+    current: list[Mapping[str, Any]] = []
     for kind, row in rows.items():
         mode_before, mode_after = _mode(kind, before), _mode(kind, after)
         if mode_before is mode_after and not retarget:
@@ -386,8 +414,8 @@ async def follow_incident(
         params = {f"_set_{name}": value for name, value in values.items()}
         params.update(_set_incident_id=after.id, _incident_id=after.id, _kind=kind.value)
         batch.execute(_UPDATE_CLOCK, params)
-        current.append({"incident_id": after.id, **values})
-    return _views(current, now)
+        current.append(values)
+    return _changed_on(before, shown(current))
 
 
 async def _replace_clocks(
@@ -396,8 +424,9 @@ async def _replace_clocks(
     targets: Mapping[Kind, Target],
     previous: Mapping[Kind, Any],
     now: datetime,
-) -> list[ClockView]:
-    """Write clocks rebuilt from the journal; events already emitted are not emitted again."""
+) -> list[dict[str, Any]]:
+    """Write clocks rebuilt from the journal (events already emitted are not emitted again);
+    answers their rows."""
     replayed = clocks.replay(incident.opened_at, await _history(conn, incident))
     await conn.execute(delete(sla_clocks).where(sla_clocks.c.incident_id == incident.id))
     rows = []
@@ -420,7 +449,7 @@ async def _replace_clocks(
         )
     if rows:
         await _INSERT_CLOCKS.insert_many(conn, rows)
-    return _views(rows, now)
+    return rows
 
 
 async def _history(conn: AsyncConnection, incident: Any) -> list[Moment]:
@@ -458,8 +487,9 @@ async def _history(conn: AsyncConnection, incident: Any) -> list[Moment]:
     return moments
 
 
-async def rebuild_clocks(conn: AsyncConnection, incident: Any, now: datetime) -> list[ClockView]:
-    """Recompute the clocks from the journal and the agreement that applies now."""
+async def rebuild_clocks(conn: AsyncConnection, incident: Any, now: datetime) -> dict[str, Any]:
+    """Recompute the clocks from the journal and the agreement that applies now; answers the
+    incident row's clock columns (`shown`), for the caller to write."""
     previous = {
         Kind(r.kind): r
         for r in await conn.execute(
@@ -472,51 +502,9 @@ async def rebuild_clocks(conn: AsyncConnection, incident: Any, now: datetime) ->
         service_id=incident.service_id,
         priority=incident.priority,
     )
-    return await _replace_clocks(conn, incident, targets, previous, now)
+    return shown(await _replace_clocks(conn, incident, targets, previous, now))
 
 
-# What reading a clock needs: no JSON to decode (see app/slm/models.py).
-VIEW_COLUMNS = [
-    sla_clocks.c[name]
-    for name in (
-        "incident_id",
-        "kind",
-        "agreement_id",
-        "calendar_id",
-        "calendar_version",
-        "target_seconds",
-        "mode",
-        "elapsed_closed_us",
-        "running_since",
-        "due_at",
-        "stopped_at",
-    )
-]
-
-# Every incident read runs one of these (hot-path queries, app/core/sql.py); response first.
-_CLOCKS_OF_ONE = Query(
-    select(*VIEW_COLUMNS)
-    .where(sla_clocks.c.incident_id == bindparam("incident_id"))
-    .order_by(sla_clocks.c.kind.desc())
-)
-_CLOCKS_OF_MANY = {
-    # PostgreSQL: one array parameter, so every page size is the same prepared statement. It
-    # travels as the array's text (`{id,id,...}`), which PostgreSQL parses in C: the driver's
-    # binary array encoding checks every element's type in Python.
-    "postgresql": Query(
-        select(*VIEW_COLUMNS)
-        .where(
-            sla_clocks.c.incident_id
-            == any_(cast(bindparam("incident_ids", type_=Text), _UUID_ARRAY))
-        )
-        .order_by(sla_clocks.c.incident_id, sla_clocks.c.kind.desc())
-    ),
-    "sqlite": Query(
-        select(*VIEW_COLUMNS)
-        .where(sla_clocks.c.incident_id.in_(bindparam("incident_ids", expanding=True)))
-        .order_by(sla_clocks.c.incident_id, sla_clocks.c.kind.desc())
-    ),
-}
 # Writes that move a clock need all of it (segments, calendar snapshot).
 _CLOCKS_TO_CHANGE = Query(
     select(sla_clocks).where(sla_clocks.c.incident_id == bindparam("incident_id"))
@@ -531,80 +519,95 @@ _SNAPSHOT = Query(
 )
 
 
-async def clock_views(
-    conn: AsyncConnection, incident_ids: Sequence[uuid.UUID], now: datetime
-) -> dict[uuid.UUID, list[ClockView]]:
-    """The `sla` field of these incidents, as of `now` (one query for all of them)."""
-    views: dict[uuid.UUID, list[ClockView]] = {}
-    if not incident_ids:
-        return views
-    if len(incident_ids) == 1:
-        rows = await _CLOCKS_OF_ONE.all(conn, {"incident_id": incident_ids[0]})
-    else:
-        if conn.dialect.name == "postgresql":
-            ids: Any = "{" + ",".join(map(str, incident_ids)) + "}"
-        else:
-            ids = list(incident_ids)
-        rows = await _CLOCKS_OF_MANY[conn.dialect.name].all(conn, {"incident_ids": ids})
-    clocks = [row._mapping for row in rows]
-    await _parse_calendars(conn, clocks)
-    for clock in clocks:
-        views.setdefault(clock["incident_id"], []).append(clock_view(clock, now))
-    return views
-
-
-async def views_of(
-    conn: AsyncConnection, clocks: Sequence[Mapping[str, Any]], now: datetime
-) -> list[ClockView]:
-    """The `sla` field of one incident from its clocks' `VIEW_COLUMNS`, read by the caller
-    (with the incident, in one statement), response first."""
-    await _parse_calendars(conn, clocks)
-    return _views(clocks, now)
-
-
-async def _parse_calendars(conn: AsyncConnection, clocks: Iterable[Mapping[str, Any]]) -> None:
-    for key in {_calendar_key(clock) for clock in clocks} - _parsed.keys():
-        # A calendar version this process has not parsed yet: once, from any clock that has it.
-        found = await _SNAPSHOT.first(conn, {"calendar_id": key[0], "calendar_version": key[1]})
-        working_calendar(found.calendar)
-
-
-def _views(clock_rows: Iterable[Mapping[Any, Any]], now: datetime) -> list[ClockView]:
-    """Views of one incident's clocks, response first (the order `clock_views` answers)."""
-    return sorted((clock_view(r, now) for r in clock_rows), key=lambda v: v["kind"] != "response")
+def used_percent(clock: Mapping[str, Any], now: datetime) -> float:
+    """How much of its target a clock (a row of `sla_clocks`) has used as of `now`, in %."""
+    elapsed = clocks.live_elapsed_us(
+        working_calendar(clock["calendar"]), clock["elapsed_closed_us"], clock["running_since"], now
+    )
+    return clocks.used_percent(elapsed, clock["target_seconds"])
 
 
 # A clock as the API shows it: the fields of `SlaClockRead`, as plain data (reads of many
 # incidents build many of them; tests/slm check them against the model).
 ClockView = dict[str, Any]
 
+# The incident row's clock columns in order: per kind (response first), SHOWN_CLOCK_FIELDS.
+SHOWN_COLUMNS = tuple(column for kind in CLOCK_KINDS for column, _ in _SHOWN[kind])
+_KINDS_AT = tuple((kind, n * len(SHOWN_CLOCK_FIELDS)) for n, kind in enumerate(CLOCK_KINDS))
+_VIEWED = (
+    "agreement_id",
+    "calendar_id",
+    "calendar_version",
+    "target_seconds",
+    "mode",
+    "elapsed_closed_us",
+    "running_since",
+    "due_at",
+    "stopped_at",
+)
+assert tuple(SHOWN_CLOCK_FIELDS) == _VIEWED, "_views_of unpacks the fields in this order"
+_RUNNING_SINCE, _CALENDAR_ID, _CALENDAR_VERSION = (
+    _VIEWED.index(name) for name in ("running_since", "calendar_id", "calendar_version")
+)
 
-def _calendar_key(clock: Mapping[Any, Any]) -> tuple[str, int]:
-    return str(clock["calendar_id"]), clock["calendar_version"]
+
+def shown_values(incident: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values of SHOWN_COLUMNS in a row of `incidents` (its mapping)."""
+    return tuple(incident[column] for column in SHOWN_COLUMNS)
 
 
-def clock_view(clock: Mapping[Any, Any], now: datetime) -> ClockView:
-    """A clock as the API shows it, as of `now` (from a stored row or the values written).
-    Its calendar is parsed already (`clock_views` sees to it) or in the mapping."""
-    calendar = _parsed.get(_calendar_key(clock))
-    if calendar is None:
-        calendar = working_calendar(clock["calendar"])
-    reading = clocks.read(
-        calendar,
-        mode=Mode(clock["mode"]),
-        target_seconds=clock["target_seconds"],
-        closed_us=clock["elapsed_closed_us"],
-        running_since=clock["running_since"],
-        now=now,
-    )
-    return {
-        "kind": clock["kind"],
-        "agreement_id": clock["agreement_id"],
-        "target_seconds": clock["target_seconds"],
-        "elapsed_seconds": reading.elapsed_seconds,
-        "due_at": clock["due_at"],
-        "state": reading.state,
-        "breached": reading.breached,
-        "percent": reading.percent,
-        "stopped_at": clock["stopped_at"],
+async def sla_of(
+    conn: AsyncConnection, incidents: Sequence[Sequence[Any]], now: datetime
+) -> list[list[ClockView]]:
+    """The `sla` field of each of these incidents (the values of their SHOWN_COLUMNS), as of
+    `now`. Only a running clock needs its calendar, parsed once per process (a calendar
+    version this process has not seen is read from a clock that has it)."""
+    needed = {
+        (str(values[start + _CALENDAR_ID]), values[start + _CALENDAR_VERSION])
+        for values in incidents
+        for _, start in _KINDS_AT
+        if values[start + _RUNNING_SINCE] is not None
     }
+    for calendar_id, version in needed - _parsed.keys():
+        found = await _SNAPSHOT.first(
+            conn, {"calendar_id": uuid.UUID(calendar_id), "calendar_version": version}
+        )
+        working_calendar(found.calendar)
+    return [_views_of(values, now) for values in incidents]
+
+
+def _views_of(values: Sequence[Any], now: datetime) -> list[ClockView]:
+    views = []
+    for kind, start in _KINDS_AT:
+        (
+            agreement_id,
+            calendar_id,
+            calendar_version,
+            target_seconds,
+            mode,
+            closed_us,
+            running_since,
+            due_at,
+            stopped_at,
+        ) = values[start : start + len(_VIEWED)]
+        if agreement_id is None:
+            continue
+        elapsed = closed_us
+        if running_since is not None:
+            calendar = _parsed[str(calendar_id), calendar_version]
+            elapsed = clocks.live_elapsed_us(calendar, closed_us, running_since, now)
+        reading = clocks.read(mode=mode, target_seconds=target_seconds, elapsed_us=elapsed)
+        views.append(
+            {
+                "kind": kind,
+                "agreement_id": agreement_id,
+                "target_seconds": target_seconds,
+                "elapsed_seconds": reading.elapsed_seconds,
+                "due_at": due_at,
+                "state": reading.state,
+                "breached": reading.breached,
+                "percent": reading.percent,
+                "stopped_at": stopped_at,
+            }
+        )
+    return views

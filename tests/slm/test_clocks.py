@@ -102,14 +102,7 @@ def test_hold_time_is_measured_in_business_time_not_wall_clock() -> None:
 
 def test_a_stopped_clock_is_met_or_breached() -> None:
     met = clock(segments=((T0, T0 + 3 * H),), mode=Mode.stopped)
-    reading = read(
-        ALWAYS,
-        mode=Mode.stopped,
-        target_seconds=4 * 3600,
-        closed_us=elapsed_closed_us(met),
-        running_since=None,
-        now=T0 + 100 * H,
-    )
+    reading = read(mode=Mode.stopped, target_seconds=4 * 3600, elapsed_us=elapsed_closed_us(met))
     assert (reading.state, reading.breached, reading.percent) == ("met", False, 75.0)
     assert schedule(met, warned=False, breach_notified=False).breach_at is None
 
@@ -118,14 +111,7 @@ def test_a_stopped_clock_is_met_or_breached() -> None:
     assert plan.breach_at == T0 + 4 * H  # when it passed the target, not when it stopped
     assert plan.warn_at == T0 + 3 * H
     assert plan.next_check_at == T0 + 3 * H  # both events still owed
-    reading = read(
-        ALWAYS,
-        mode=Mode.stopped,
-        target_seconds=4 * 3600,
-        closed_us=elapsed_closed_us(late),
-        running_since=None,
-        now=T0 + 6 * H,
-    )
+    reading = read(mode=Mode.stopped, target_seconds=4 * 3600, elapsed_us=elapsed_closed_us(late))
     assert (reading.state, reading.breached, reading.percent) == ("breached", True, 125.0)
 
 
@@ -133,21 +119,15 @@ def test_exactly_on_target_is_not_a_breach() -> None:
     on_time = clock(segments=((T0, T0 + 4 * H),), mode=Mode.stopped)
     assert schedule(on_time, warned=True, breach_notified=False).breach_at is None
     reading = read(
-        ALWAYS,
         mode=Mode.running,
         target_seconds=4 * 3600,
-        closed_us=0,
-        running_since=T0,
-        now=T0 + 4 * H,
+        elapsed_us=live_elapsed_us(ALWAYS, 0, T0, T0 + 4 * H),
     )
     assert (reading.state, reading.breached) == ("running", False)
     reading = read(
-        ALWAYS,
         mode=Mode.running,
         target_seconds=4 * 3600,
-        closed_us=0,
-        running_since=T0,
-        now=T0 + 4 * H + timedelta(microseconds=1),
+        elapsed_us=live_elapsed_us(ALWAYS, 0, T0, T0 + 4 * H + timedelta(microseconds=1)),
     )
     assert (reading.state, reading.breached) == ("breached", True)
 

@@ -381,6 +381,51 @@ async def test_priority_change_retargets_as_if_held_from_opened(
     assert after["due_at"] == "2026-03-06T21:00:00Z"
 
 
+async def test_a_service_change_brings_the_clocks_under_an_agreement_or_out_of_it(
+    world: World, clock: ManualClock
+) -> None:
+    """Clocks begin when an incident comes under an agreement (as if it had been from the
+    start) and go when it leaves the last one; a read and a list both show it."""
+    on_call = await calendar(world.manager, name="On call", always_on=True, hours={})
+    await agreement(world.manager, on_call["id"], service_id=world.service["id"])
+    incident = await world.incident()
+    assert incident["sla"] == []
+    clock.advance(minutes=30)
+    url = f"/incidents/{incident['id']}"
+    moved = ok(await world.agent.patch(url, json={"service_id": world.service["id"]}), 200)
+    listed = ok(await world.agent.get("/incidents", params={"service_id": world.service["id"]}))
+    for shown in (moved, await fetch(world, incident), listed["items"][0]):
+        sla = clocks_of(shown)
+        assert sla.keys() == {"response", "resolution"}
+        assert sla["resolution"]["elapsed_seconds"] == 1800  # counted from opened_at
+        assert sla["resolution"]["state"] == "running"
+    left = ok(await world.agent.patch(url, json={"service_id": None}), 200)
+    listed = ok(await world.agent.get("/incidents", params={"organization_id": world.org_a["id"]}))
+    for shown in (left, await fetch(world, incident), listed["items"][0]):
+        assert shown["sla"] == []
+
+
+async def test_a_process_that_never_parsed_the_calendar_reads_it_from_a_clock(
+    world: World, clock: ManualClock
+) -> None:
+    """Another worker (or this one after a restart) shows running clocks on a calendar version
+    it has not parsed: it reads the snapshot the clocks keep, in a read or a list."""
+    from app.slm import service as slm_service
+
+    await office_agreement(world)
+    incident = await world.incident()
+    clock.advance(hours=10)  # Monday 19:00: 8 working hours counted on 09-17
+    for listed in (False, True):
+        slm_service._parsed.clear()
+        sla = clocks_of(await _first_listed(world) if listed else await fetch(world, incident))
+        assert sla["resolution"]["elapsed_seconds"] == 8 * 3600
+        assert len(slm_service._parsed) == 1  # parsed again
+
+
+async def _first_listed(world: World) -> dict[str, Any]:
+    return ok(await world.agent.get("/incidents"), 200)["items"][0]  # type: ignore[no-any-return]
+
+
 async def test_clocks_stop_when_cancelled(world: World, clock: ManualClock) -> None:
     await office_agreement(world)
     incident = await world.incident()
