@@ -70,6 +70,11 @@ _MAX_ORD = date.max.toordinal()
 _MAX_ENGINES = 32
 _MAX_CACHED_DAYS = 1024
 _MAX_CACHED_YEARS = 128
+# Whole days' working time kept cumulated per calendar (`_Engine.whole_days_us`): a span of
+# days it covers costs two lookups. It grows in chunks to cover what is asked, up to this many
+# days (about ten years); longer spans are walked week by week.
+_CUMULATED_DAYS_MAX = 3660
+_CUMULATE_CHUNK = 32
 
 _HHMM = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00")
 
@@ -320,6 +325,9 @@ def _merge(intervals: list[Interval]) -> Segments:
 class _Engine:
     __slots__ = (
         "_changes",
+        "_cum",
+        "_cum_first",
+        "_day_of",
         "_holiday_ords",
         "_holiday_set",
         "_mid",
@@ -342,6 +350,10 @@ class _Engine:
         self._mid: dict[int, int] = {}
         self._raw: dict[int, tuple[Segments, bool]] = {}
         self._segments: dict[int, tuple[Segments, int]] = {}
+        # _cum[i]: working time of the local days _cum_first .. _cum_first + i - 1
+        self._cum_first = 0
+        self._cum: list[int] = [0]
+        self._day_of = (-1, 0)  # the last instant asked of day_of, and its day
 
     # -- local date -> UTC conversions ------------------------------------------------------
 
@@ -422,12 +434,63 @@ class _Engine:
 
     def day_of(self, instant: int) -> int:
         """Local day ``D`` with ``mid(D) <= instant < mid(D + 1)``."""
+        last, day = self._day_of
+        if instant == last:  # the same "now" for every clock of a page
+            return day
         guess = datetime.fromtimestamp(instant // _US_PER_S, self._zone).toordinal()
         while instant < self.mid(guess):
             guess -= 1
         while instant >= self.mid(guess + 1):
             guess += 1
+        self._day_of = (instant, guess)
         return guess
+
+    # -- whole days, cumulated --------------------------------------------------------------
+
+    def whole_days_us(self, first: int, end: int) -> int:
+        """Working microseconds of the whole local days ``first .. end - 1``."""
+        cum, base = self._cum, self._cum_first
+        if first < base or end >= base + len(cum):
+            low, high = first, end
+            if len(cum) > 1:
+                low, high = min(first, base), max(end, base + len(cum) - 1)
+            low -= low % _CUMULATE_CHUNK
+            high += -high % _CUMULATE_CHUNK
+            if high - low > _CUMULATED_DAYS_MAX or low < 2 or high > _MAX_ORD - 2:
+                return self._walk_days(first, end)
+            self._cumulate(low, high)
+            cum, base = self._cum, self._cum_first
+        return cum[end - base] - cum[first - base]
+
+    def _cumulate(self, low: int, high: int) -> None:
+        """Extend the cumulated days to cover ``low .. high - 1`` (keeping what they cover)."""
+        cum, base = self._cum, self._cum_first
+        if len(cum) == 1:
+            base = low
+        top = base + len(cum) - 1
+        before = [0]
+        for day in range(low, base):
+            before.append(before[-1] + self.segments(day)[1])
+        shift = before[-1]
+        cum = before + [shift + total for total in cum[1:]]
+        for day in range(top, high):
+            cum.append(cum[-1] + self.segments(day)[1])
+        self._cum, self._cum_first = cum, low
+
+    def _walk_days(self, day: int, end: int) -> int:
+        """`whole_days_us` by walking the days, whole weeks at a time where possible."""
+        total = 0
+        weekly = self._weekly_us
+        while day < end:
+            if (day - 1) % 7 == 0 and end - day >= 7:
+                weeks = self.skippable_weeks(day, (end - day) // 7)
+                if weeks:
+                    total += weeks * weekly
+                    day += 7 * weeks
+                    continue
+            total += self.segments(day)[1]
+            day += 1
+        return total
 
     # -- week skipping ----------------------------------------------------------------------
 
@@ -463,17 +526,8 @@ class _Engine:
             return _clipped(self.segments(first)[0], start, end)
         total = _clipped(self.segments(first)[0], start, end)
         total += _clipped(self.segments(last)[0], start, end)
-        day = first + 1
-        weekly = self._weekly_us
-        while day < last:
-            if (day - 1) % 7 == 0 and last - day >= 7:
-                weeks = self.skippable_weeks(day, (last - day) // 7)
-                if weeks:
-                    total += weeks * weekly
-                    day += 7 * weeks
-                    continue
-            total += self.segments(day)[1]
-            day += 1
+        if last > first + 1:
+            total += self.whole_days_us(first + 1, last)
         return total
 
     def add_us(self, start: int, amount: int) -> int:
