@@ -180,43 +180,21 @@ def schedule(clock: Clock, *, warned: bool, breach_notified: bool) -> Schedule:
     return Schedule(closed, due_at, warn_at, breach_at, min(pending) if pending else None)
 
 
-@dataclass(frozen=True, slots=True)
-class ClockReading:
-    """A clock as of an instant, as the API shows it."""
-
-    elapsed_us: int
-    target_seconds: int
-    state: ClockState
-    breached: bool
-
-    @property
-    def elapsed_seconds(self) -> int:
-        return self.elapsed_us // US
-
-    @property
-    def percent(self) -> float:
-        return used_percent(self.elapsed_us, self.target_seconds)
-
-
 def used_percent(elapsed_us: int, target_seconds: int) -> float:
     """How much of its target a clock has used, in % (two decimals)."""
     return round(elapsed_us * 100 / (target_seconds * US), 2)
 
 
-def read(*, mode: str, target_seconds: int, elapsed_us: int) -> ClockReading:
-    """The clock as shown, given its `Mode` (or the mode's stored value) and the working time
-    it has counted (`live_elapsed_us`)."""
-    breached = elapsed_us > target_seconds * US
-    state: ClockState
-    if breached:
-        state = "breached"
-    elif mode == Mode.stopped:
-        state = "met"
-    elif mode == Mode.paused:
-        state = "paused"
-    else:
-        state = "running"
-    return ClockReading(elapsed_us, target_seconds, state, breached)
+def state_of(mode: str, target_seconds: int, elapsed_us: int) -> tuple[ClockState, bool]:
+    """The clock's state as shown, and whether it is breached, given its `Mode` (or the mode's
+    stored value) and the working time it has counted (`live_elapsed_us`)."""
+    if elapsed_us > target_seconds * US:
+        return "breached", True
+    if mode == Mode.stopped:
+        return "met", False
+    if mode == Mode.paused:
+        return "paused", False
+    return "running", False
 
 
 @dataclass(frozen=True, slots=True)

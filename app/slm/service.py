@@ -596,17 +596,17 @@ def _views_of(values: Sequence[Any], now: datetime) -> list[ClockView]:
         if running_since is not None:
             calendar = _parsed[str(calendar_id), calendar_version]
             elapsed = clocks.live_elapsed_us(calendar, closed_us, running_since, now)
-        reading = clocks.read(mode=mode, target_seconds=target_seconds, elapsed_us=elapsed)
+        state, breached = clocks.state_of(mode, target_seconds, elapsed)
         views.append(
             {
                 "kind": kind,
                 "agreement_id": agreement_id,
                 "target_seconds": target_seconds,
-                "elapsed_seconds": reading.elapsed_seconds,
+                "elapsed_seconds": elapsed // clocks.US,
                 "due_at": due_at,
-                "state": reading.state,
-                "breached": reading.breached,
-                "percent": reading.percent,
+                "state": state,
+                "breached": breached,
+                "percent": clocks.used_percent(elapsed, target_seconds),
                 "stopped_at": stopped_at,
             }
         )

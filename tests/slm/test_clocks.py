@@ -17,9 +17,10 @@ from app.slm.clocks import (
     elapsed_closed_us,
     live_elapsed_us,
     mode_of,
-    read,
     replay,
     schedule,
+    state_of,
+    used_percent,
 )
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -102,8 +103,9 @@ def test_hold_time_is_measured_in_business_time_not_wall_clock() -> None:
 
 def test_a_stopped_clock_is_met_or_breached() -> None:
     met = clock(segments=((T0, T0 + 3 * H),), mode=Mode.stopped)
-    reading = read(mode=Mode.stopped, target_seconds=4 * 3600, elapsed_us=elapsed_closed_us(met))
-    assert (reading.state, reading.breached, reading.percent) == ("met", False, 75.0)
+    elapsed = elapsed_closed_us(met)
+    assert state_of(Mode.stopped, 4 * 3600, elapsed) == ("met", False)
+    assert used_percent(elapsed, 4 * 3600) == 75.0
     assert schedule(met, warned=False, breach_notified=False).breach_at is None
 
     late = clock(segments=((T0, T0 + 5 * H),), mode=Mode.stopped)
@@ -111,25 +113,18 @@ def test_a_stopped_clock_is_met_or_breached() -> None:
     assert plan.breach_at == T0 + 4 * H  # when it passed the target, not when it stopped
     assert plan.warn_at == T0 + 3 * H
     assert plan.next_check_at == T0 + 3 * H  # both events still owed
-    reading = read(mode=Mode.stopped, target_seconds=4 * 3600, elapsed_us=elapsed_closed_us(late))
-    assert (reading.state, reading.breached, reading.percent) == ("breached", True, 125.0)
+    elapsed = elapsed_closed_us(late)
+    assert state_of(Mode.stopped, 4 * 3600, elapsed) == ("breached", True)
+    assert used_percent(elapsed, 4 * 3600) == 125.0
 
 
 def test_exactly_on_target_is_not_a_breach() -> None:
     on_time = clock(segments=((T0, T0 + 4 * H),), mode=Mode.stopped)
     assert schedule(on_time, warned=True, breach_notified=False).breach_at is None
-    reading = read(
-        mode=Mode.running,
-        target_seconds=4 * 3600,
-        elapsed_us=live_elapsed_us(ALWAYS, 0, T0, T0 + 4 * H),
-    )
-    assert (reading.state, reading.breached) == ("running", False)
-    reading = read(
-        mode=Mode.running,
-        target_seconds=4 * 3600,
-        elapsed_us=live_elapsed_us(ALWAYS, 0, T0, T0 + 4 * H + timedelta(microseconds=1)),
-    )
-    assert (reading.state, reading.breached) == ("breached", True)
+    on_target = live_elapsed_us(ALWAYS, 0, T0, T0 + 4 * H)
+    assert state_of(Mode.running, 4 * 3600, on_target) == ("running", False)
+    past = live_elapsed_us(ALWAYS, 0, T0, T0 + 4 * H + timedelta(microseconds=1))
+    assert state_of(Mode.running, 4 * 3600, past) == ("breached", True)
 
 
 def test_retargeting_measures_the_same_segments_on_the_new_calendar() -> None:
