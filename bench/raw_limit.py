@@ -20,10 +20,10 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import uuid_utils.compat as uuid7
 
-from bench.floor_app import COMMENT, CREATE, MOVE, PAGE, PAGE_AFTER
+from bench.floor_app import COMMENT, CREATE, MOVE, PAGE, PAGE_AFTER, RECORD
 from bench.loadgen import Measurement, cli
 
-GET = "SELECT * FROM incidents WHERE id = $1"
+GET = f"SELECT {RECORD} FROM incidents WHERE id = $1"
 
 
 def _operation(conn: Any, op: list[Any]) -> Callable[[], Awaitable[bool]]:
