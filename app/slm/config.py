@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -43,10 +43,11 @@ class Target:
     calendar: dict[str, Any]
     target_seconds: int
     warn_at_percent: int
+    calendar_id: uuid.UUID  # the snapshot's id
 
-    @property
-    def calendar_id(self) -> uuid.UUID:
-        return uuid.UUID(self.calendar["id"])
+
+# Distinct (organization, service, priority) whose targets a configuration remembers.
+_TARGETS_KEPT = 10_000
 
 
 def _specificity(agreement: Any) -> int:
@@ -61,6 +62,8 @@ class SlmConfig:
     matrix: Mapping[int, Mapping[int, int]]
     agreements: Sequence[Any]
     calendars: Mapping[uuid.UUID, dict[str, Any]]
+    # targets_for's answers: the configuration never changes (a new version is a new one)
+    _targets: dict[tuple[Any, ...], dict[Kind, Target]] = field(default_factory=dict)
 
     def priority(self, impact: int, urgency: int) -> int:
         return derive_priority(self.matrix, impact, urgency)
@@ -81,6 +84,17 @@ class SlmConfig:
     ) -> dict[Kind, Target]:
         """The clocks' targets of an incident with these values; none without an agreement or
         without a target for its priority."""
+        key = (organization_id, service_id, priority)
+        found = self._targets.get(key)
+        if found is None:
+            if len(self._targets) >= _TARGETS_KEPT:
+                self._targets.clear()
+            found = self._targets[key] = self._find_targets(organization_id, service_id, priority)
+        return found
+
+    def _find_targets(
+        self, organization_id: uuid.UUID, service_id: uuid.UUID | None, priority: int
+    ) -> dict[Kind, Target]:
         agreement = self.agreement_for(organization_id, service_id)
         if agreement is None:
             return {}
@@ -91,21 +105,26 @@ class SlmConfig:
         snap = self.calendars[calendar_id]
         return {
             kind: Target(
-                kind, agreement.id, snap, target[f"{kind}_seconds"], agreement.warn_at_percent
+                kind,
+                agreement.id,
+                snap,
+                target[f"{kind}_seconds"],
+                agreement.warn_at_percent,
+                calendar_id,
             )
             for kind in Kind
         }
 
 
 # One cached configuration per database (a process normally has one; tests have many).
-_current: dict[str, SlmConfig] = {}
+_current: dict[Any, SlmConfig] = {}
 
 
 async def current(conn: AsyncConnection, version: int | None = None) -> SlmConfig:
     """The configuration at `version` (read now if not given), from the cache when it has it."""
     if version is None:
         version = await versions.read(conn, TOPIC)
-    database = str(conn.engine.url)
+    database = conn.engine.url
     cached = _current.get(database)
     if cached is not None and cached.version == version:
         return cached

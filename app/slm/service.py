@@ -296,7 +296,12 @@ def _clock_values(
 
 def _target_of(row: Any) -> Target:
     return Target(
-        Kind(row.kind), row.agreement_id, row.calendar, row.target_seconds, row.warn_at_percent
+        Kind(row.kind),
+        row.agreement_id,
+        row.calendar,
+        row.target_seconds,
+        row.warn_at_percent,
+        row.calendar_id,
     )
 
 
