@@ -327,9 +327,9 @@ class _Engine:
         "_changes",
         "_cum",
         "_cum_first",
-        "_day_of",
         "_holiday_ords",
         "_holiday_set",
+        "_last_end",
         "_mid",
         "_raw",
         "_segments",
@@ -353,7 +353,7 @@ class _Engine:
         # _cum[i]: working time of the local days _cum_first .. _cum_first + i - 1
         self._cum_first = 0
         self._cum: list[int] = [0]
-        self._day_of = (-1, 0)  # the last instant asked of day_of, and its day
+        self._last_end = (-1, 0)  # the last span's end and its day (a page's clocks share "now")
 
     # -- local date -> UTC conversions ------------------------------------------------------
 
@@ -434,15 +434,11 @@ class _Engine:
 
     def day_of(self, instant: int) -> int:
         """Local day ``D`` with ``mid(D) <= instant < mid(D + 1)``."""
-        last, day = self._day_of
-        if instant == last:  # the same "now" for every clock of a page
-            return day
         guess = datetime.fromtimestamp(instant // _US_PER_S, self._zone).toordinal()
         while instant < self.mid(guess):
             guess -= 1
         while instant >= self.mid(guess + 1):
             guess += 1
-        self._day_of = (instant, guess)
         return guess
 
     # -- whole days, cumulated --------------------------------------------------------------
@@ -456,8 +452,13 @@ class _Engine:
                 low, high = min(first, base), max(end, base + len(cum) - 1)
             low -= low % _CUMULATE_CHUNK
             high += -high % _CUMULATE_CHUNK
+            fresh = high - low > _CUMULATED_DAYS_MAX
+            if fresh:  # too far from what is cumulated: around this span alone, if it fits
+                low, high = first - first % _CUMULATE_CHUNK, end + -end % _CUMULATE_CHUNK
             if high - low > _CUMULATED_DAYS_MAX or low < 2 or high > _MAX_ORD - 2:
                 return self._walk_days(first, end)
+            if fresh:
+                self._cum = [0]
             self._cumulate(low, high)
             cum, base = self._cum, self._cum_first
         return cum[end - base] - cum[first - base]
@@ -521,7 +522,10 @@ class _Engine:
     def working_us(self, start: int, end: int) -> int:
         """Working microseconds in ``[start, end)``; requires ``start < end``."""
         first = self.day_of(start)
-        last = self.day_of(end)
+        known_end, last = self._last_end
+        if end != known_end:
+            last = self.day_of(end)
+            self._last_end = (end, last)
         if first == last:
             return _clipped(self.segments(first)[0], start, end)
         total = _clipped(self.segments(first)[0], start, end)

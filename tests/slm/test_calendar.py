@@ -617,3 +617,28 @@ def test_large_add_matches_day_by_day_walk(seconds: int, tz: str) -> None:
         assert result == expected
         assert working_time(cal, start, result) == timedelta(seconds=seconds)
         assert working_time(cal, start, result - US) < timedelta(seconds=seconds)
+
+
+def test_spans_far_apart_on_one_calendar_agree_with_small_steps() -> None:
+    """A calendar keeps whole days' working time cumulated over a bounded window (about ten
+    years): spans far apart, asked in turn (an old imported incident, then this week's), move
+    that window and still count what small steps count."""
+    from app.slm.calendar import _engine
+
+    cal = eight_by_five("Europe/Berlin", _holidays_2026_2050())
+    zone = ZoneInfo("Europe/Berlin")
+    spans = [
+        (datetime(2026, 3, 2, 10, 0, tzinfo=zone), timedelta(days=40)),
+        (datetime(2041, 6, 5, 16, 30, tzinfo=zone), timedelta(days=75)),
+        (datetime(2026, 12, 20, 8, 0, tzinfo=zone), timedelta(days=30)),
+    ]
+    for start, span in spans:
+        end = start + span
+        pieces, t = timedelta(0), start
+        while t < end:  # spans of less than a day: no whole day in between
+            step = min(t + timedelta(hours=23), end)
+            pieces += working_time(cal, t, step)
+            t = step
+        assert working_time(cal, start, end) == pieces
+        first = _engine(cal)._cum_first
+        assert first <= start.date().toordinal() < first + len(_engine(cal)._cum)
