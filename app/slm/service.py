@@ -353,8 +353,10 @@ def shown(clock_rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return values
 
 
-def _changed_on(incident: Any, values: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in values.items() if getattr(incident, name) != value}
+def _shown_of(kinds: Iterable[Kind], clock_rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The clock columns of these kinds only (all nine of each: few shapes of UPDATE)."""
+    values = shown(clock_rows)
+    return {column: values[column] for kind in kinds for column, _ in _SHOWN[kind]}
 
 
 def _mode(kind: Kind, incident: Any) -> Mode:
@@ -374,8 +376,8 @@ async def follow_incident(
 ) -> dict[str, Any]:
     """Keep the clocks in step with an incident write: pause, resume or stop them, and re-target
     them when the priority (or the organization or service, hence the agreement) changed. The
-    clocks' changes join the write batch. Answers the changes of the incident row's clock
-    columns (`shown`), for the caller to write with the incident."""
+    clocks' changes join the write batch. Answers the incident row's clock columns (`shown`)
+    of the clocks it changed, for the caller to write with the incident."""
     retarget = any(getattr(before, f) != getattr(after, f) for f in RETARGETING_FIELDS)
     if not retarget and all(_mode(kind, before) is _mode(kind, after) for kind in Kind):
         return {}  # no clock moves: nothing to read or write
@@ -389,19 +391,18 @@ async def follow_incident(
         )
         if not targets:
             batch.execute(_DELETE_CLOCKS, {"incident_id": after.id})
-            return _changed_on(before, shown(()))
+            return shown(())
         if not rows:
             # Newly under an agreement: the clocks are what they would have been from the
             # start, replayed from the journal, so this write's entries go in first.
             await batch.run(conn)
-            return _changed_on(before, shown(await _replace_clocks(conn, after, targets, {}, now)))
+            return shown(await _replace_clocks(conn, after, targets, {}, now))
     else:
         targets = {kind: _target_of(row) for kind, row in rows.items()}
-    current: list[Mapping[str, Any]] = []
+    changed: list[dict[str, Any]] = []
     for kind, row in rows.items():
         mode_before, mode_after = _mode(kind, before), _mode(kind, after)
         if mode_before is mode_after and not retarget:
-            current.append(row._mapping)
             continue
         segments = clocks.advance(_load_segments(row.segments), mode_before, mode_after, now)
         stopped_at = row.stopped_at
@@ -419,8 +420,8 @@ async def follow_incident(
         params = {f"_set_{name}": value for name, value in values.items()}
         params.update(_set_incident_id=after.id, _incident_id=after.id, _kind=kind.value)
         batch.execute(_UPDATE_CLOCK, params)
-        current.append(values)
-    return _changed_on(before, shown(current))
+        changed.append(values)
+    return _shown_of((Kind(c["kind"]) for c in changed), changed)
 
 
 async def _replace_clocks(
@@ -573,15 +574,22 @@ async def sla_of(
         for _, start in _KINDS_AT
         if values[start + _RUNNING_SINCE] is not None
     }
-    for calendar_id, version in needed - _parsed.keys():
-        found = await _SNAPSHOT.first(
-            conn, {"calendar_id": uuid.UUID(calendar_id), "calendar_version": version}
-        )
-        working_calendar(found.calendar)
-    return [_views_of(values, now) for values in incidents]
+    calendars = {}
+    for key in needed:
+        calendar = _parsed.get(key)
+        if calendar is None:
+            calendar_id, version = key
+            found = await _SNAPSHOT.first(
+                conn, {"calendar_id": uuid.UUID(calendar_id), "calendar_version": version}
+            )
+            calendar = working_calendar(found.calendar)
+        calendars[key] = calendar
+    return [_views_of(values, now, calendars) for values in incidents]
 
 
-def _views_of(values: Sequence[Any], now: datetime) -> list[ClockView]:
+def _views_of(
+    values: Sequence[Any], now: datetime, calendars: Mapping[tuple[str, int], WorkingCalendar]
+) -> list[ClockView]:
     views = []
     for kind, start in _KINDS_AT:
         (
@@ -599,7 +607,7 @@ def _views_of(values: Sequence[Any], now: datetime) -> list[ClockView]:
             continue
         elapsed = closed_us
         if running_since is not None:
-            calendar = _parsed[str(calendar_id), calendar_version]
+            calendar = calendars[str(calendar_id), calendar_version]
             elapsed = clocks.live_elapsed_us(calendar, closed_us, running_since, now)
         state, breached = clocks.state_of(mode, target_seconds, elapsed)
         views.append(
