@@ -22,7 +22,7 @@ from app.core.auth import BOOTSTRAP_ADMIN, Principal, Role, bootstrap_key_matche
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.context import Context
-from app.core.db import Database, release
+from app.core.db import Database
 from app.core.errors import Forbidden, Unauthorized
 from app.core.observability import on_request_end
 from app.core.responses import JSON, Reply, dump_json
@@ -35,14 +35,15 @@ async def request_connection(request: Request) -> AsyncConnection:
     """The one pooled connection of a request, in autocommit mode: authentication and reads
     use it without BEGIN/ROLLBACK round trips, and a write turns it into one transaction
     (`WriteContext.run`). A request never holds two connections, so a busy pool can only make
-    requests wait, never deadlock them. The request middleware returns it to the pool once the
-    response is sent (a yield dependency would cost a cancel scope and an exit stack)."""
+    requests wait, never deadlock them. The request middleware hands it back once the response
+    is sent (`Database.end_request`; a yield dependency would cost a cancel scope and an exit
+    stack)."""
     conn: AsyncConnection | None = request.scope.get(_CONNECTION)
     if conn is None:
         db: Database = request.app.state.db
-        conn = await db.reader.connect()
+        conn = await db.request_connection()
         request.scope[_CONNECTION] = conn
-        on_request_end(request.scope, partial(release, conn))
+        on_request_end(request.scope, partial(db.end_request, conn))
     return conn
 
 

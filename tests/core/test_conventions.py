@@ -653,6 +653,33 @@ async def test_tenancy_of_other_organizations_records_in_lists(world: World) -> 
     problem(await world.customer_a.get(f"/incidents/{theirs['number']}"), 404)
 
 
+async def test_a_request_hands_its_connection_on_only_outside_any_transaction(
+    world: World, database: Database, backend: str
+) -> None:
+    """On PostgreSQL a request's connection serves the next request (SQLAlchemy's pool is
+    bypassed); one is handed on only with no transaction left open, also after a write that
+    failed inside its transaction."""
+    from app.core.db import driver_of
+
+    if backend != "postgresql":
+        pytest.skip("connections are handed from request to request on PostgreSQL only")
+    incident = await world.incident()
+    url = f"/incidents/{incident['id']}"
+    ok(await world.agent.get(url), 200)
+    kept = list(database._kept)
+    assert kept
+    ok(await world.agent.get(url), 200)
+    assert database._kept == kept  # the same connection, taken and handed back
+    stale = await world.agent.patch(url, json={"title": "x"}, headers={"If-Match": '"9"'})
+    assert stale.status_code == 412
+    renamed = ok(await world.agent.patch(url, json={"title": "Renamed"}), 200)
+    assert renamed["title"] == "Renamed"
+    assert database._kept
+    for conn in database._kept:
+        assert not conn.in_transaction()
+        assert not driver_of(conn).is_in_transaction()
+
+
 async def test_a_small_pool_serves_many_concurrent_requests(
     world: World, database: Database, settings: Settings, clock: ManualClock
 ) -> None:
