@@ -127,6 +127,40 @@ async def test_a_write_cancelled_anywhere_leaves_the_next_one_durable(
         assert await GROUP_BY_NAME.first(other, {"name": "acknowledged"}) is not None
 
 
+@pytest.mark.parametrize("steps", range(6))
+async def test_a_request_cancelled_in_its_write_hands_no_transaction_on(
+    database: Database, steps: int
+) -> None:
+    """Requests hand their connection on to the next request (`end_request`, PostgreSQL);
+    one cancelled at any point of its write is not handed on half-open: the next request's
+    2xx still means committed."""
+    two = Database(create_engine(str(database.engine.url), pool_size=2, max_overflow=0))
+    try:
+        conn = await two.request_connection()
+        await GROUP_BY_NAME.first(conn, {"name": "none"})
+
+        async def cancelled_write() -> None:
+            async with two.transaction_on(conn):
+                await INSERT_GROUP.insert(conn, group("cancelled"))
+                await GROUP_BY_NAME.first(conn, {"name": "cancelled"})
+
+        task = asyncio.create_task(cancelled_write())
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await two.end_request(conn)
+        again = await two.request_connection()
+        async with two.transaction_on(again):
+            await INSERT_GROUP.insert(again, group("acknowledged"))
+        await two.end_request(again)
+    finally:
+        await two.dispose()
+    async with database.read() as other:
+        assert await GROUP_BY_NAME.first(other, {"name": "acknowledged"}) is not None
+
+
 async def test_constraint_violations_are_database_errors(database: Database) -> None:
     async with database.read() as conn:
         async with database.transaction_on(conn):
