@@ -259,28 +259,30 @@ def driver_of(conn: AsyncConnection) -> Any:
 _DRIVER_TRANSACTION = "sdms.driver_transaction"
 
 
+def _driver_clean(conn: AsyncConnection) -> bool:
+    """The driver's connection (PostgreSQL) is open and surely outside any transaction: none
+    begun by the driver, none of ours left unfinished (a request cancelled mid-write)."""
+    driver = driver_of(conn)
+    return not (
+        conn.info.get(_DRIVER_TRANSACTION) or driver.is_closed() or driver.is_in_transaction()
+    )
+
+
 def _reusable(conn: AsyncConnection) -> bool:
     """Whether a request's connection can serve another request as it is: open, SQLAlchemy
-    outside any transaction, the driver's connection open and outside any transaction."""
-    if (
-        conn.closed
-        or conn.invalidated
-        or conn.in_transaction()
-        or conn.info.get(_DRIVER_TRANSACTION)
-    ):
+    outside any transaction, the driver's connection clean."""
+    if conn.closed or conn.invalidated or conn.in_transaction():
         return False
-    driver = driver_of(conn)
-    return not driver.is_closed() and not driver.is_in_transaction()
+    return _driver_clean(conn)
 
 
 async def release(conn: AsyncConnection) -> None:
     """Return a request's connection to the pool. One that may be inside a driver transaction
     (a request cancelled mid-write), or whose driver connection was lost, is discarded
     instead: the pool cannot roll back what it does not know was begun."""
-    if conn.dialect.name == "postgresql" and not conn.closed and not conn.invalidated:
-        driver = driver_of(conn)
-        if conn.info.get(_DRIVER_TRANSACTION) or driver.is_closed() or driver.is_in_transaction():
-            await conn.invalidate()
+    postgresql = conn.dialect.name == "postgresql"
+    if postgresql and not conn.closed and not conn.invalidated and not _driver_clean(conn):
+        await conn.invalidate()
     await conn.close()
 
 
