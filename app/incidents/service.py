@@ -43,7 +43,6 @@ from app.itil.journal import JournalWriter
 from app.itil.numbers import looks_like_number, next_number_and_version
 from app.slm import config as slm_config
 from app.slm import service as slm
-from app.slm.models import shown_clock_columns
 from app.slm.service import ClockView
 
 RECORD_TYPE = "incident"
@@ -53,7 +52,7 @@ _EMPTY_INCIDENT = {str(column.name): None for column in incidents.columns}
 # Fields SDMS keeps for itself: never answered, never journaled.
 INTERNAL_FIELDS = frozenset({"responded_at", "eta_alert_at", "eta_alerted_for"})
 # The row's copy of its SLA clocks (app/slm/models.py): shown as `sla`, never journaled.
-CLOCK_FIELDS = frozenset(str(column.name) for column in shown_clock_columns())
+CLOCK_FIELDS = frozenset(slm.SHOWN_COLUMNS)
 
 
 # --- reading --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from app.incidents.models import incidents
 from app.incidents.service import record_escalation
 from app.slm.clocks import Kind
 from app.slm.models import sla_clocks
-from app.slm.service import used_percent
+from app.slm.service import clock_percent
 
 BATCH = 100
 
@@ -55,7 +55,7 @@ async def _emit_due_events(conn: AsyncConnection, ctx: Context, clock: Any) -> N
         "incident_id": str(clock.incident_id),
         "number": clock.number,
         "kind": clock.kind,
-        "percent": used_percent(clock._mapping, now),
+        "percent": clock_percent(clock._mapping, now),
         "due_at": clock.due_at.isoformat().replace("+00:00", "Z") if clock.due_at else None,
     }
     warned, notified = clock.warned, clock.breach_notified

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.types import JSON
 
 from app.core.db import UTCDateTime, id_column, metadata, record_columns
+from app.slm.clocks import Kind
 
 calendars = Table(
     "calendars",
@@ -86,7 +87,7 @@ Index("ix_sla_clocks_breach_at", sla_clocks.c.breach_at)
 # on its incident's row, one set of columns per kind (`sla_response_due_at`, ...), written with
 # the clock in the same statement: an incident, or a page of fifty, is read with its `sla` in
 # one statement, with no second read of the clocks. All null: no clock of that kind.
-CLOCK_KINDS = ("response", "resolution")
+CLOCK_KINDS = tuple(kind.value for kind in Kind)  # response first
 SHOWN_CLOCK_FIELDS: dict[str, Any] = {  # field: column type
     "agreement_id": Uuid,
     "calendar_id": Uuid,

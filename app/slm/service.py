@@ -525,7 +525,7 @@ _SNAPSHOT = Query(
 )
 
 
-def used_percent(clock: Mapping[str, Any], now: datetime) -> float:
+def clock_percent(clock: Mapping[str, Any], now: datetime) -> float:
     """How much of its target a clock (a row of `sla_clocks`) has used as of `now`, in %."""
     elapsed = clocks.live_elapsed_us(
         working_calendar(clock["calendar"]), clock["elapsed_closed_us"], clock["running_since"], now
