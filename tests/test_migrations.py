@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,53 @@ async def _incident_under_an_agreement(conn: Any, now: Any) -> dict[str, Any]:
     return {"incident": incident, "agreement": agreement, "calendar": cal, "snapshot": snapshot}
 
 
+def _urls(pg_server: PostgresServer | None, tmp_path: Path, name: str) -> list[str]:
+    """A fresh SQLite file, and a fresh PostgreSQL database when the server is here."""
+    urls = [f"sqlite+aiosqlite:///{tmp_path / name}.db"]
+    if pg_server is not None:
+        urls.append(pg_server.create_database(f"migrations_{next(_databases)}"))
+    return urls
+
+
+async def _written_before(url: str, revision: str, write: Callable[[Any], Awaitable[None]]) -> None:
+    """Upgrade `url` to `revision`, run `write(conn)` there in one transaction, then upgrade
+    to head: what a migration finds in a database written by older code."""
+    await asyncio.to_thread(upgrade, url, revision)
+    engine = create_async_engine(url, poolclass=NullPool)
+    async with engine.begin() as conn:
+        await write(conn)
+    await engine.dispose()
+    await asyncio.to_thread(upgrade, url)
+
+
+async def _read(url: str, statement: Any) -> list[Any]:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            return list(await conn.execute(statement))
+    finally:
+        await engine.dispose()
+
+
+def _clock(made: dict[str, Any], now: Any, **fields: Any) -> dict[str, Any]:
+    """A row of `sla_clocks` of the incident `made`, on its agreement and calendar."""
+    return {
+        "incident_id": made["incident"],
+        "agreement_id": made["agreement"],
+        "calendar_id": made["calendar"],
+        "calendar": made["snapshot"],
+        "target_seconds": 60,
+        "warn_at_percent": 75,
+        "segments": [],
+        "mode": "running",
+        "elapsed_closed_us": 0,
+        "warned": False,
+        "breach_notified": False,
+        "updated_at": now,
+        **fields,
+    }
+
+
 async def test_0003_fills_in_the_read_columns_of_existing_clocks(
     pg_server: PostgresServer | None, tmp_path: Path
 ) -> None:
@@ -144,45 +192,24 @@ async def test_0003_fills_in_the_read_columns_of_existing_clocks(
 
     from app.slm.models import sla_clocks
 
-    urls = [f"sqlite+aiosqlite:///{tmp_path / 'backfill.db'}"]
-    if pg_server is not None:
-        urls.append(pg_server.create_database(f"migrations_{next(_databases)}"))
     now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-    for url in urls:
-        await asyncio.to_thread(upgrade, url, "0002")
-        engine = create_async_engine(url, poolclass=NullPool)
-        async with engine.begin() as conn:
-            made = await _incident_under_an_agreement(conn, now)
-            for kind, segments in (
-                ("response", [["2026-03-02T09:00:00+00:00", "2026-03-02T09:05:00+00:00"]]),
-                ("resolution", [["2026-03-02T09:00:00+00:00", None]]),
-            ):
-                await conn.execute(
-                    insert(sla_clocks).values(
-                        incident_id=made["incident"],
-                        kind=kind,
-                        agreement_id=made["agreement"],
-                        calendar_id=made["calendar"],
-                        calendar=made["snapshot"],
-                        target_seconds=60,
-                        warn_at_percent=75,
-                        segments=segments,
-                        mode="running",
-                        elapsed_closed_us=0,
-                        warned=False,
-                        breach_notified=False,
-                        updated_at=now,
-                    )
-                )
-        await engine.dispose()
-        await asyncio.to_thread(upgrade, url)
-        engine = create_async_engine(url, poolclass=NullPool)
-        async with engine.connect() as conn:
-            rows = {
-                r.kind: (r.calendar_version, r.running_since)
-                for r in await conn.execute(select(sla_clocks))
-            }
-        await engine.dispose()
+
+    async def write(conn: Any) -> None:
+        made = await _incident_under_an_agreement(conn, now)
+        for kind, segments in (
+            ("response", [["2026-03-02T09:00:00+00:00", "2026-03-02T09:05:00+00:00"]]),
+            ("resolution", [["2026-03-02T09:00:00+00:00", None]]),
+        ):
+            await conn.execute(
+                insert(sla_clocks).values(_clock(made, now, kind=kind, segments=segments))
+            )
+
+    for url in _urls(pg_server, tmp_path, "backfill"):
+        await _written_before(url, "0002", write)
+        rows = {
+            r.kind: (r.calendar_version, r.running_since)
+            for r in await _read(url, select(sla_clocks))
+        }
         assert rows == {"response": (3, None), "resolution": (3, now)}
 
 
@@ -198,60 +225,41 @@ async def test_0006_copies_the_clocks_onto_their_incidents(
     from app.slm.models import sla_clocks
     from app.slm.service import shown
 
-    urls = [f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}"]
-    if pg_server is not None:
-        urls.append(pg_server.create_database(f"migrations_{next(_databases)}"))
     now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-    for url in urls:
-        await asyncio.to_thread(upgrade, url, "0005")
-        engine = create_async_engine(url, poolclass=NullPool)
-        async with engine.begin() as conn:
-            made = await _incident_under_an_agreement(conn, now)
-            clocks = [
-                {
-                    "incident_id": made["incident"],
-                    "kind": "response",
-                    "mode": "stopped",
-                    "elapsed_closed_us": 300_000_000,
-                    "running_since": None,
-                    "due_at": now + timedelta(minutes=15),
-                    "stopped_at": now + timedelta(minutes=5),
-                    "target_seconds": 900,
-                },
-                {
-                    "incident_id": made["incident"],
-                    "kind": "resolution",
-                    "mode": "running",
-                    "elapsed_closed_us": 0,
-                    "running_since": now,
-                    "due_at": now + timedelta(hours=4),
-                    "stopped_at": None,
-                    "target_seconds": 4 * 3600,
-                },
-            ]
-            for clock in clocks:
-                clock.update(
-                    agreement_id=made["agreement"],
-                    calendar_id=made["calendar"],
-                    calendar=made["snapshot"],
-                    calendar_version=3,
-                )
-                await conn.execute(
-                    insert(sla_clocks).values(
-                        **clock,
-                        warn_at_percent=75,
-                        segments=[],
-                        warned=False,
-                        breach_notified=False,
-                        updated_at=now,
-                    )
-                )
-        await engine.dispose()
-        await asyncio.to_thread(upgrade, url)
-        engine = create_async_engine(url, poolclass=NullPool)
-        async with engine.connect() as conn:
-            row = (await conn.execute(select(incidents))).one()._mapping
-        await engine.dispose()
+    clocks: list[dict[str, Any]] = []
+
+    async def write(conn: Any) -> None:
+        made = await _incident_under_an_agreement(conn, now)
+        clocks[:] = [
+            _clock(
+                made,
+                now,
+                kind="response",
+                mode="stopped",
+                elapsed_closed_us=300_000_000,
+                running_since=None,
+                due_at=now + timedelta(minutes=15),
+                stopped_at=now + timedelta(minutes=5),
+                target_seconds=900,
+                calendar_version=3,
+            ),
+            _clock(
+                made,
+                now,
+                kind="resolution",
+                running_since=now,
+                due_at=now + timedelta(hours=4),
+                stopped_at=None,
+                target_seconds=4 * 3600,
+                calendar_version=3,
+            ),
+        ]
+        for clock in clocks:
+            await conn.execute(insert(sla_clocks).values(clock))
+
+    for url in _urls(pg_server, tmp_path, "copy"):
+        await _written_before(url, "0005", write)
+        [row] = [r._mapping for r in await _read(url, select(incidents))]
         expected = shown(clocks)
         assert {name: row[name] for name in expected} == expected
         assert expected["sla_resolution_running_since"] == now

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, func, insert, select, update
@@ -94,6 +96,17 @@ async def test_a_connection_left_in_a_transaction_is_not_pooled(database: Databa
                 assert (await other.execute(COUNT)).scalar_one() == 0
 
 
+async def _cancelled(write: Callable[[], Coroutine[Any, Any, None]], steps: int) -> None:
+    """Start `write` and cancel it after `steps` turns of the event loop: during its BEGIN, a
+    statement or its COMMIT, as a client that goes away leaves a request."""
+    task = asyncio.create_task(write())
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @pytest.mark.parametrize("steps", range(6))
 async def test_a_write_cancelled_anywhere_leaves_the_next_one_durable(
     database: Database, steps: int
@@ -111,12 +124,7 @@ async def test_a_write_cancelled_anywhere_leaves_the_next_one_durable(
                 await INSERT_GROUP.insert(conn, group("cancelled"))
                 await conn.execute(COUNT)
 
-        task = asyncio.create_task(cancelled_write())
-        for _ in range(steps):
-            await asyncio.sleep(0)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancelled(cancelled_write, steps)
         await release(conn)
         # The pool's only connection, or a fresh one if that was discarded.
         async with one.read() as again, one.transaction_on(again):
@@ -144,12 +152,7 @@ async def test_a_request_cancelled_in_its_write_hands_no_transaction_on(
                 await INSERT_GROUP.insert(conn, group("cancelled"))
                 await GROUP_BY_NAME.first(conn, {"name": "cancelled"})
 
-        task = asyncio.create_task(cancelled_write())
-        for _ in range(steps):
-            await asyncio.sleep(0)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancelled(cancelled_write, steps)
         await two.end_request(conn)
         again = await two.request_connection()
         async with two.transaction_on(again):
