@@ -70,6 +70,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each process still running."""
+    seconds = {}
+    for pid in pids:
+        try:
+            seconds[pid] = cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return seconds
+
+
 def server_pids(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     return [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
@@ -177,8 +188,10 @@ class Comparison:
             postgres = subprocess.run(
                 ["pgrep", "-d,", "-x", "postgres"], capture_output=True, text=True, check=False
             ).stdout.strip()
+            pg_pids = [int(p) for p in postgres.split(",") if p]
+            pg_before = cpu_of(pg_pids)
             on_server = count_instructions(pids, seconds)
-            on_postgres = count_instructions([int(p) for p in postgres.split(",") if p], seconds)
+            on_postgres = count_instructions(pg_pids, seconds)
             spy = None
             if self.args.spy and shutil.which("py-spy"):
                 raw = self.run_dir / f"{label}-{n}.raw"
@@ -192,6 +205,8 @@ class Comparison:
                 instructions(on_postgres),
             )
             cpu_after = sum(cpu_seconds(p) for p in pids)
+            pg_after = cpu_of(pg_pids)
+            pg_cpu = sum(pg_after[p] - pg_before[p] for p in pg_after if p in pg_before)
             if spy is not None:
                 spy.wait(timeout=60)
             loadgen.wait(timeout=120)
@@ -208,6 +223,7 @@ class Comparison:
             "req_s": measured["req_s"],
             "errors": measured["errors"],
             "server_cpu_ms": per_request((cpu_after - cpu_before) * 1000, 1),
+            "postgres_cpu_ms": per_request(pg_cpu * 1000, 1),
             "server_minstr": per_request(server_instructions, 1e6),
             "postgres_minstr": per_request(pg_instructions, 1e6),
         }
@@ -220,14 +236,17 @@ def main(argv: list[str] | None = None) -> None:
         trees = {rev: tree_of(rev, comparison.run_dir) for rev in args.revisions}
         load = comparison.prepare()
         print(f"{args.scenario}, one worker, concurrency {CONCURRENCY}, {DURATION:.0f} s each")
-        print("revision                 req/s  errors  server CPU ms/req  M instr/req server  PG")
+        print(
+            "revision                 req/s  errors  CPU ms/req: server     PG"
+            "  M instr/req: server     PG"
+        )
         for n in range(args.rounds):
             for rev, (tree, commit) in trees.items():
                 r = comparison.measure(rev.replace("/", "_"), tree, load, n)
                 print(
                     f"{rev[:12]:<12} {commit[:10]:<10} {r['req_s']:>7.1f} {r['errors']:>6} "
-                    f"{r['server_cpu_ms']!s:>18} {r['server_minstr']!s:>19} "
-                    f"{r['postgres_minstr']!s:>4}",
+                    f"{r['server_cpu_ms']!s:>19} {r['postgres_cpu_ms']!s:>6} "
+                    f"{r['server_minstr']!s:>21} {r['postgres_minstr']!s:>6}",
                     flush=True,
                 )
     finally:
