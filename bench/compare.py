@@ -18,7 +18,6 @@ revision, so compare revisions whose code runs on the newest schema.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import secrets
 import shutil
@@ -63,22 +62,6 @@ def tree_of(revision: str, run_dir: Path) -> tuple[Path, str]:
         if not (migrations / newer.name).exists():
             shutil.copy(newer, migrations / newer.name)
     return tree, commit[:10]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_of(pids: list[int]) -> dict[int, float]:
-    """CPU seconds of each process still running."""
-    seconds = {}
-    for pid in pids:
-        try:
-            seconds[pid] = cpu_seconds(pid)
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return seconds
 
 
 def server_pids(pid: int) -> list[int]:
@@ -184,12 +167,12 @@ class Comparison:
             )
             time.sleep(WARMUP + 0.5)  # count the measured seconds only
             seconds = DURATION - 1.0
-            cpu_before = sum(cpu_seconds(p) for p in pids)
+            cpu_before = sum(procs.cpu_seconds(pids).values())
             postgres = subprocess.run(
                 ["pgrep", "-d,", "-x", "postgres"], capture_output=True, text=True, check=False
             ).stdout.strip()
             pg_pids = [int(p) for p in postgres.split(",") if p]
-            pg_before = cpu_of(pg_pids)
+            pg_before = procs.cpu_seconds(pg_pids)
             on_server = count_instructions(pids, seconds)
             on_postgres = count_instructions(pg_pids, seconds)
             spy = None
@@ -204,8 +187,8 @@ class Comparison:
                 instructions(on_server),
                 instructions(on_postgres),
             )
-            cpu_after = sum(cpu_seconds(p) for p in pids)
-            pg_after = cpu_of(pg_pids)
+            cpu_after = sum(procs.cpu_seconds(pids).values())
+            pg_after = procs.cpu_seconds(pg_pids)
             pg_cpu = sum(pg_after[p] - pg_before[p] for p in pg_after if p in pg_before)
             if spy is not None:
                 spy.wait(timeout=60)

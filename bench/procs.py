@@ -52,6 +52,16 @@ def process_table() -> dict[int, tuple[int, int]]:
     return table
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds so far of each of these processes still running."""
+    seconds = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return seconds
+
+
 def subtree(table: dict[int, tuple[int, int]], root: int) -> list[int]:
     """`root` and every process below it (children, grandchildren...)."""
     children: dict[int, list[int]] = {}
