@@ -124,7 +124,7 @@ async def comment(incident_id: uuid.UUID, body: CommentIn, request: Request) -> 
 
 if __name__ == "__main__":
     # Served exactly as `sdms serve` serves SDMS: the same uvicorn settings and the same worker
-    # processes, each with its own SO_REUSEPORT socket (app/core/serving.py).
+    # processes, each connection dealt to the one holding fewest (app/core/serving.py).
     from app.core.serving import serve
 
     parser = argparse.ArgumentParser()
