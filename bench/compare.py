@@ -11,6 +11,12 @@ instructions of the server process and of PostgreSQL with `perf stat` while it r
 `--spy` also records each measurement with py-spy (`py-spy record --format raw`) into
 bench/.work/compare-*/ (py-spy is not a dependency: it is used if it is on the PATH).
 
+`--tail` compares latency under the benchmark's own settings instead: 2 workers, concurrency
+32, durable commits (fsync on), 12 s per measurement. Turns of the same code on this machine
+differ by ±5 ms at p99, so a p99 question needs several rounds of interleaved turns:
+
+    bench/compare HEAD WORK --scenario create --tail --rounds 4
+
 Every revision runs on the working tree's schema: its migrations are copied into each exported
 revision, so compare revisions whose code runs on the newest schema.
 """
@@ -39,8 +45,9 @@ from tests.pg import PostgresServer
 ROOT = procs.ROOT
 WORK = ROOT / "bench" / ".work"
 SCENARIOS = ("create", "get", "list", "comment")
-CONCURRENCY = 16
+CONCURRENCY, WORKERS = 16, 1
 WARMUP, DURATION = 2.0, 10.0
+TAIL = {"concurrency": 32, "workers": 2, "warmup": 3.0, "duration": 12.0}  # as bench/run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +57,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="turns of every revision")
     parser.add_argument("--incidents", type=int, default=20000, help="incidents seeded")
     parser.add_argument("--spy", action="store_true", help="also record with py-spy")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--tail",
+        action="store_true",
+        help="latency as bench/run measures it: 2 workers, concurrency 32, durable commits",
+    )
+    args = parser.parse_args(argv)
+    args.concurrency, args.workers, args.warmup, args.duration = (
+        (TAIL["concurrency"], TAIL["workers"], TAIL["warmup"], TAIL["duration"])
+        if args.tail
+        else (CONCURRENCY, WORKERS, WARMUP, DURATION)
+    )
+    return args
 
 
 def tree_of(revision: str, run_dir: Path) -> tuple[Path, str]:
@@ -97,7 +115,7 @@ class Comparison:
         self.run_dir = WORK / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.key = "sdms_bench_" + secrets.token_urlsafe(24)
-        self.pg = PostgresServer(durable=False).start()
+        self.pg = PostgresServer(durable=args.tail).start()
         self.url = self.pg.create_database("sdms_compare")
         self.dsn = self.url.replace("postgresql+asyncpg://", "postgresql://")
 
@@ -152,21 +170,23 @@ class Comparison:
         env = procs.sdms_env(tree, self.url, self.key)
         env["SDMS_EMBEDDED_WORKER"] = "false"
         log = self.run_dir / f"{label}-{n}.log"
-        command = [sys.executable, "-m", "app", "serve", "--workers", "1", "--port", str(port)]
+        workers = str(self.args.workers)
+        command = [sys.executable, "-m", "app", "serve", "--workers", workers, "--port", str(port)]
         server = procs.Server(label, command, env, port, log, cwd=tree)
         server.start("/readyz")
         try:
             spec = self.run_dir / f"{label}-{n}.spec.json"
             result = self.run_dir / f"{label}-{n}.result.json"
-            spec.write_bytes(load.http_spec(port, CONCURRENCY, WARMUP, DURATION))
+            warmup, duration = self.args.warmup, self.args.duration
+            spec.write_bytes(load.http_spec(port, self.args.concurrency, warmup, duration))
             pids = server_pids(server.pid)
             loadgen = subprocess.Popen(
                 [sys.executable, "-m", "bench.loadgen", str(spec), str(result)],
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
             )
-            time.sleep(WARMUP + 0.5)  # count the measured seconds only
-            seconds = DURATION - 1.0
+            time.sleep(warmup + 0.5)  # count the measured seconds only
+            seconds = duration - 1.0
             cpu_before = sum(procs.cpu_seconds(pids).values())
             postgres = subprocess.run(
                 ["pgrep", "-d,", "-x", "postgres"], capture_output=True, text=True, check=False
@@ -209,6 +229,7 @@ class Comparison:
             "postgres_cpu_ms": per_request(pg_cpu * 1000, 1),
             "server_minstr": per_request(server_instructions, 1e6),
             "postgres_minstr": per_request(pg_instructions, 1e6),
+            **{p: measured["latency_ms"][p] for p in ("p50", "p95", "p99")},
         }
 
 
@@ -218,10 +239,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         trees = {rev: tree_of(rev, comparison.run_dir) for rev in args.revisions}
         load = comparison.prepare()
-        print(f"{args.scenario}, one worker, concurrency {CONCURRENCY}, {DURATION:.0f} s each")
+        print(
+            f"{args.scenario}, {args.workers} worker(s), concurrency {args.concurrency}, "
+            f"{args.duration:.0f} s each, {'durable' if args.tail else 'fsync off'}"
+        )
         print(
             "revision                 req/s  errors  CPU ms/req: server     PG"
-            "  M instr/req: server     PG"
+            "  M instr/req: server     PG   p50 ms  p95 ms  p99 ms"
         )
         for n in range(args.rounds):
             for rev, (tree, commit) in trees.items():
@@ -229,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(
                     f"{rev[:12]:<12} {commit[:10]:<10} {r['req_s']:>7.1f} {r['errors']:>6} "
                     f"{r['server_cpu_ms']!s:>19} {r['postgres_cpu_ms']!s:>6} "
-                    f"{r['server_minstr']!s:>21} {r['postgres_minstr']!s:>6}",
+                    f"{r['server_minstr']!s:>21} {r['postgres_minstr']!s:>6} "
+                    f"{r['p50']:>8.1f} {r['p95']:>7.1f} {r['p99']:>7.1f}",
                     flush=True,
                 )
     finally:
