@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import logging
 import multiprocessing
@@ -85,9 +86,8 @@ class _DealtServer(uvicorn.Server):
         await super().startup(sockets=[])
         if not self.started:
             return
-        protocol = _counting(self.config.http_protocol_class, self.shared.closed, self.index)
         self.protocol_factory = functools.partial(
-            protocol,
+            _counting(self.config, self.shared.closed, self.index),
             config=self.config,
             server_state=self.server_state,
             app_state=self.lifespan.state,
@@ -109,33 +109,52 @@ class _DealtServer(uvicorn.Server):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                data = b""
+                data, fds = b"", []
             if not data:  # the supervisor is gone
                 loop.remove_reader(self.channel.fileno())
                 self.should_exit = True
                 return
+            # One byte per connection sent. A descriptor that did not arrive (this process at
+            # its limit of open files: the kernel drops it) is a connection closed.
+            if len(fds) < len(data):
+                log.warning("%d connection(s) lost: out of file descriptors", len(data) - len(fds))
+                self.shared.closed[self.index] += len(data) - len(fds)
             for fd in fds:
                 task = loop.create_task(self._adopt(socket.socket(fileno=fd)))
                 self.adopting.add(task)
                 task.add_done_callback(self.adopting.discard)
 
     async def _adopt(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(self.protocol_factory, sock)
+            await loop.connect_accepted_socket(self.protocol_factory, sock, ssl=self.config.ssl)
         except OSError:  # the client left before we got to it
             sock.close()
             self.shared.closed[self.index] += 1
 
 
-def _counting(protocol: type[asyncio.Protocol], closed: Any, index: int) -> Any:
-    class Counting(protocol):  # type: ignore[valid-type,misc]
+def _counting(config: uvicorn.Config, closed: Any, index: int) -> Any:
+    """The HTTP protocol class, counting in `closed[index]` the connections it has closed:
+    its own, and those it handed to a WebSocket protocol (an upgrade, even one refused)."""
+    websocket = config.ws_protocol_class and _counted(config.ws_protocol_class, closed, index)
+
+    class Http(_counted(config.http_protocol_class, closed, index)):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.ws_protocol_class = websocket
+
+    return Http
+
+
+def _counted(protocol: type[asyncio.Protocol], closed: Any, index: int) -> Any:
+    class Counted(protocol):  # type: ignore[valid-type,misc]
         def connection_lost(self, exc: Exception | None) -> None:
             try:
                 super().connection_lost(exc)
             finally:
                 closed[index] += 1  # only this worker writes its own slot
 
-    return Counting
+    return Counted
 
 
 def _worker(
@@ -227,9 +246,10 @@ class Supervisor:
         try:
             for index in range(len(self.processes)):
                 self._start(index)
+            host = f"[{self.host}]" if ":" in self.host else self.host
             log.info(
                 "serving on http://%s:%d with %d workers",
-                self.host,
+                host,
                 listener.getsockname()[1],
                 len(self.processes),
             )
@@ -267,9 +287,14 @@ class Supervisor:
                 conn, _address = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of descriptors, or the client gave up already
-                log.warning("accept failed: %s", exc.strerror)
-                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors or memory: let connections wait in the listen queue
+                    # rather than spin on them.
+                    log.warning("accept failed: %s", exc.strerror)
+                    time.sleep(0.1)
+                    return
+                continue  # that client gave up already (ECONNABORTED ...)
             with conn:
                 self._hand(conn)
 
@@ -289,8 +314,8 @@ class Supervisor:
             except OSError as exc:
                 log.warning("worker %d took no connection: %s", index, exc)
                 passed.add(index)
-                if not isinstance(exc, TimeoutError):  # it is gone; _watch restarts it
-                    self.shared.ready[index] = 0
+                if isinstance(exc, BrokenPipeError | ConnectionResetError):
+                    self.shared.ready[index] = 0  # it is gone; _watch starts another
                 continue
             self.handed[index] += 1
             return

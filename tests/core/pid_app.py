@@ -8,6 +8,10 @@ PID = str(os.getpid()).encode()
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":  # refused: uvicorn answers 403
+        await receive()
+        await send({"type": "websocket.close"})
+        return
     if scope["type"] != "http":
         return
     await send(

@@ -8,12 +8,15 @@ import collections
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import uvicorn
 
 from tests.core.test_operations import free_port
 
@@ -133,6 +136,54 @@ async def test_connections_go_to_the_worker_holding_fewest() -> None:
         assert await pids_of(new) == [first] * 16
         for client in [*kept, *new]:
             await client.close()
+
+
+async def refused_upgrade(port: int) -> bytes:
+    """A WebSocket upgrade (the pid app accepts none): uvicorn hands the connection to its
+    WebSocket protocol, which refuses it and closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET / HTTP/1.1\r\nhost: test\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    )
+    answer = await reader.read()  # until the server closes
+    writer.close()
+    return answer
+
+
+async def test_a_refused_websocket_upgrade_counts_as_closed() -> None:
+    port = free_port()
+    async with supervisor(port, workers=2):
+        tie = await served_by(port)  # nothing open: a tie goes to the first worker
+        await asyncio.sleep(0.2)
+        assert b" 403 " in (await refused_upgrade(port)).split(b"\r\n")[0]  # to that worker
+
+        # Counted closed, the first worker takes the next connection again; counted open
+        # forever, it would send every later connection to the other.
+        async def tie_again() -> bool:
+            return await served_by(port) == tie
+
+        await until(tie_again)
+
+
+async def test_a_descriptor_that_did_not_arrive_counts_as_closed() -> None:
+    """A worker at its limit of open files: the kernel drops the descriptor passed to it (the
+    message arrives without it). The supervisor counted it handed; the worker counts it
+    closed, or the worker would look busier than it is for good."""
+    from app.core import serving
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    shared = SimpleNamespace(closed=[0, 0], ready=[1, 1])
+    server = serving._DealtServer(uvicorn.Config("tests.core.pid_app:app"), theirs, shared, 1)
+    theirs.setblocking(False)
+    ours.sendall(b"cc")  # two connections sent, neither descriptor arrived
+    server._take()
+    assert shared.closed == [0, 2]
+    assert not server.should_exit
+    ours.close()
+    server._take()  # the supervisor is gone: the worker stops
+    assert server.should_exit
+    theirs.close()
 
 
 async def test_a_dead_workers_connections_go_to_the_others_until_it_is_replaced() -> None:
