@@ -12,8 +12,9 @@ instructions of the server process and of PostgreSQL with `perf stat` while it r
 bench/.work/compare-*/ (py-spy is not a dependency: it is used if it is on the PATH).
 
 `--tail` compares latency under the benchmark's own settings instead: 2 workers, concurrency
-32, durable commits (fsync on), 12 s per measurement. Turns of the same code on this machine
-differ by ±5 ms at p99, so a p99 question needs several rounds of interleaved turns:
+32, durable commits (fsync on), 12 s per measurement, each after VACUUM and CHECKPOINT.
+Turns of the same code on this machine differ by ±5 ms at p99, so a p99 question needs
+several rounds of interleaved turns:
 
     bench/compare HEAD WORK --scenario create --tail --rounds 4
 
@@ -166,6 +167,10 @@ class Comparison:
         return scenarios.comment_loads(cast, ids).sdms
 
     def measure(self, label: str, tree: Path, load: scenarios.Load, n: int) -> dict[str, Any]:
+        if self.args.tail:
+            # As bench/run: each turn starts from a vacuumed, checkpointed database, not in
+            # the middle of the previous turn's autovacuum of its new rows.
+            uvloop.run(seed.settle(self.dsn))
         port = procs.free_port()
         env = procs.sdms_env(tree, self.url, self.key)
         env["SDMS_EMBEDDED_WORKER"] = "false"
