@@ -27,9 +27,6 @@ class Context:
     async def log_changes(self, conn: AsyncConnection, *changes: changelog.Change) -> None:
         await changelog.append(conn, region=self.region, occurred_at=self.now, changes=changes)
 
-    async def log_all(self, conn: AsyncConnection, changes: Sequence[changelog.Change]) -> None:
-        await changelog.append(conn, region=self.region, occurred_at=self.now, changes=changes)
-
     def log_into(self, batch: Batch, dialect: str, changes: Sequence[changelog.Change]) -> None:
         changelog.append_to(
             batch, dialect=dialect, region=self.region, occurred_at=self.now, changes=changes

@@ -74,5 +74,5 @@ async def eta_exceeded(db: Database, settings: Settings, now: datetime) -> int:
                 changes.append(
                     Change("incident", row.id, "incident.eta_exceeded", data, row.version)
                 )
-        await ctx.log_all(conn, changes)
+        await ctx.log_changes(conn, *changes)
     return len(rows)

@@ -77,7 +77,7 @@ async def _emit_due_events(conn: AsyncConnection, ctx: Context, clock: Any) -> N
         .where(sla_clocks.c.incident_id == clock.incident_id, sla_clocks.c.kind == clock.kind)
         .values(warned=warned, breach_notified=notified, next_check_at=min(pending, default=None))
     )
-    await ctx.log_all(conn, events)
+    await ctx.log_changes(conn, *events)
     if breached and clock.kind == Kind.resolution:
         await _escalate_for_breach(conn, ctx, clock.incident_id)
 
