@@ -75,10 +75,11 @@ class Query:
     """A statement compiled once (per set of columns, for INSERTs) and run on the hot path.
 
     `json` names the parameters that hold JSON values (the driver wants them as text);
-    `row_values` are SQL expressions an INSERT writes into every row.
+    `row_values` are SQL expressions an INSERT writes into every row; `wrapped` puts SQL around
+    a column's value in every row (column name -> function of the value's bind parameter).
     """
 
-    __slots__ = ("_base", "_compiled", "_multi", "_row_values", "json", "statement")
+    __slots__ = ("_base", "_compiled", "_multi", "_row_values", "_wrapped", "json", "statement")
 
     def __init__(
         self,
@@ -86,11 +87,14 @@ class Query:
         *,
         json: Iterable[str] = (),
         row_values: Mapping[str, Any] | None = None,
+        wrapped: Mapping[str, Callable[[Any], Any]] | None = None,
     ) -> None:
         base: Any = statement
         self._base = base
         self._row_values = dict(row_values or {})
-        self.statement: Executable = base.values(**self._row_values) if row_values else base
+        self._wrapped = dict(wrapped or {})
+        fixed = self._row({name: bindparam(name) for name in self._wrapped})
+        self.statement: Executable = base.values(**fixed) if fixed else base
         self.json = frozenset(json)
         # per set of INSERT columns (None otherwise): SQL, parameter names in order, and the
         # values of the statement's own literals (`id == 1` compiles to a parameter too)
@@ -173,13 +177,20 @@ class Query:
     def _multi_row(self, columns: tuple[str, ...], count: int) -> Query:
         query = self._multi.get((columns, count))
         if query is None:
-            rows: list[dict[str, Any]] = [
-                {**{name: bindparam(f"r{i}_{name}") for name in columns}, **self._row_values}
+            rows = [
+                self._row({name: bindparam(f"r{i}_{name}") for name in columns})
                 for i in range(count)
             ]
             json = {f"r{i}_{name}" for i in range(count) for name in columns if name in self.json}
             query = self._multi[columns, count] = Query(self._base.values(rows), json=json)
         return query
+
+    def _row(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """An INSERT's row: the values (bind parameters) wrapped where asked, and the row's
+        own SQL expressions."""
+        wrapped = self._wrapped
+        row = {name: wrapped[name](v) if name in wrapped else v for name, v in values.items()}
+        return {**row, **self._row_values}
 
     def _sql(
         self,
@@ -258,10 +269,16 @@ class Batch:
     on PostgreSQL as one statement of data-modifying CTEs (one round trip for a record, its
     journal entries, its SLA clocks and its change-log rows), on SQLite one after another.
     A part may require that it changed exactly one row (`expect_one`); if it did not, the
-    whole transaction fails with `Conflict`."""
+    whole transaction fails with `Conflict`.
 
-    def __init__(self) -> None:
+    On PostgreSQL the one statement may also compute values in SQL that its parts share (a
+    record's number drawn from its sequence: app/itil/numbers.py): `params` are the values of
+    such expressions' own parameters, and `answer` names expressions that `run` answers."""
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         self._parts: list[tuple[Query, str, Any, bool]] = []
+        self._params = dict(params or {})
+        self._answers: dict[str, Any] = {}
 
     def insert(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> None:
         """INSERT rows (all with the same keys) with `query`, an `insert(table)` Query."""
@@ -272,10 +289,18 @@ class Batch:
         """Run an UPDATE or DELETE `query` with `params`."""
         self._parts.append((query, "execute", params, expect_one))
 
-    async def run(self, conn: AsyncConnection) -> None:
+    def answer(self, **columns: Any) -> None:
+        """Have the statement answer these SQL expressions too (PostgreSQL only)."""
+        self._answers.update(columns)
+
+    async def run(self, conn: AsyncConnection) -> Any:
+        """Write the parts; on PostgreSQL with answers, the row of them."""
         parts, self._parts = self._parts, []
+        answers = self._answers
+        if answers and (conn.dialect.name != "postgresql" or len(parts) < 2):
+            raise RuntimeError("answers come from PostgreSQL's one statement of several parts")
         if not parts:
-            return
+            return None
         if conn.dialect.name == "postgresql" and not driver_of(conn).is_in_transaction():
             # Outside a transaction (a one-statement write: WriteContext.run) every statement
             # commits by itself: only one statement with nothing to check after it is all or
@@ -292,10 +317,12 @@ class Batch:
                         raise _lost_race()
                 else:
                     await query.execute(conn, values)
-            return
-        record = await _fetchrow(conn, *_combine(parts).arguments(conn, parts))
-        if any(count != 1 for count in record.values()):
+            return None
+        combined = _combine(parts, answers)
+        record = await _fetchrow(conn, *combined.arguments(conn, parts, self._params))
+        if any(record[i] != 1 for i in range(combined.checks)):
             raise _lost_race()
+        return Row(record) if answers else None
 
 
 def _lost_race() -> Exception:
@@ -314,14 +341,15 @@ class _Combined:
     the parts, with no renamed-parameter dict in between). Consecutive arguments from one row
     of an INSERT, none of them JSON, are taken together (`itemgetter`, in C)."""
 
-    __slots__ = ("origins", "query", "sources")
+    __slots__ = ("checks", "origins", "query", "sources")
 
-    def __init__(self, query: Query, origins: dict[str, tuple[int, int, str]]) -> None:
+    def __init__(self, query: Query, origins: dict[str, tuple[int, int, str]], checks: int) -> None:
         self.query = query
         # parameter name -> (part, row, key): row -1 for a statement's params
         self.origins = origins
+        self.checks = checks  # the answer's first columns: rows changed by expect_one parts
         # per run of arguments: (part, row, getter of a run of a row's values, or else key,
-        # literal, is_json); part -1: a literal of the statement
+        # literal, is_json); part -1: a literal of the statement or else a batch's param
         self.sources: list[tuple[int, int, Any, Any, bool]] | None = None
 
     def _sources(self, names: Sequence[str], literals: Mapping[str, Any]) -> list[Any]:
@@ -345,7 +373,9 @@ class _Combined:
             for part, row, key, literal, is_json in sources
         ]
 
-    def arguments(self, conn: AsyncConnection, parts: Sequence[Part]) -> tuple[str, list[Any]]:
+    def arguments(
+        self, conn: AsyncConnection, parts: Sequence[Part], params: Mapping[str, Any]
+    ) -> tuple[str, list[Any]]:
         sql, names, literals = self.query.compiled(conn)
         sources = self.sources
         if sources is None:
@@ -356,7 +386,7 @@ class _Combined:
                 args += key(parts[part][2][row])
                 continue
             if part < 0:
-                value = literal
+                value = params.get(key, _MISSING) if literal is _MISSING else literal
             elif row < 0:
                 value = parts[part][2].get(key, literal)
             else:
@@ -377,19 +407,19 @@ def _getter(keys: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
 _combined: dict[tuple[Any, ...], _Combined] = {}
 
 
-def _combine(parts: Sequence[Part]) -> _Combined:
+def _combine(parts: Sequence[Part], answers: Mapping[str, Any]) -> _Combined:
     """One statement for the parts, composed and compiled once per shape."""
     key = tuple(
         (id(query), tuple(values[0]), len(values)) if kind == "insert" else (id(query), flag)
         for query, kind, values, flag in parts
-    )
+    ) + tuple((name, id(column)) for name, column in answers.items())
     combined = _combined.get(key)
     if combined is None:
-        combined = _combined[key] = _Combined(*_compose(parts))
+        combined = _combined[key] = _compose(parts, answers)
     return combined
 
 
-def _compose(parts: Sequence[Part]) -> tuple[Query, dict[str, tuple[int, int, str]]]:
+def _compose(parts: Sequence[Part], answers: Mapping[str, Any]) -> _Combined:
     """The parts as one statement of CTEs, and where each of its parameters comes from."""
     ctes: list[Any] = []
     checks: list[Any] = []
@@ -404,9 +434,7 @@ def _compose(parts: Sequence[Part]) -> tuple[Query, dict[str, tuple[int, int, st
                 names = {c: f"{prefix}r{i}_{c}" for c in columns}
                 origins.update({name: (number, i, c) for c, name in names.items()})
                 json |= {name for c, name in names.items() if c in query.json}
-                rows.append(
-                    {**{c: bindparam(name) for c, name in names.items()}, **query._row_values}
-                )
+                rows.append(query._row({c: bindparam(name) for c, name in names.items()}))
             statement = query._base.values(rows)
         else:
             renamed: dict[str, str] = {}
@@ -419,5 +447,8 @@ def _compose(parts: Sequence[Part]) -> tuple[Query, dict[str, tuple[int, int, st
         ctes.append(cte)
         if expect_one:
             checks.append(select(func.count()).select_from(cte).scalar_subquery())
-    answer = checks or [literal_column("1")]
-    return Query(select(*answer).add_cte(*ctes), json=json), origins
+    answer = [
+        *checks,
+        *(column.label(name) for name, column in answers.items()),
+    ] or [literal_column("1")]
+    return _Combined(Query(select(*answer).add_cte(*ctes), json=json), origins, len(checks))

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import String, bindparam, cast, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from app.core.db import Database, create_engine, release
@@ -249,6 +249,43 @@ async def test_a_batch_writes_everything_in_one_go(database: Database) -> None:
         names = {r.name for r in await conn.execute(select(groups))}
         assert names == {"renamed", "second"}
         assert (await conn.execute(select(journal_entries.c.new))).scalar_one() == {"k": 1}
+
+
+async def test_a_batch_shares_and_answers_what_its_statement_computes(
+    database: Database,
+) -> None:
+    """On PostgreSQL: an expression that two parts use is computed once (a CTE: the number
+    drawn for a new incident, app/itil/numbers.py), its parameters are the batch's, a wrapped
+    column puts SQL around each row's value, and the statement answers what it is asked to,
+    checked parts first. Elsewhere there is no one statement to answer."""
+    shared = select(func.upper(bindparam("shared_name")).label("name")).cte("shared")
+    name = select(shared.c.name).scalar_subquery()
+    named = Query(insert(groups), row_values={"name": name})
+    described = Query(
+        insert(groups), wrapped={"description": lambda value: cast(value, String) + name}
+    )
+    existing = group("existing")
+    async with database.read() as conn:
+        async with database.transaction_on(conn):
+            await INSERT_GROUP.insert(conn, existing)
+        batch = Batch({"shared_name": "shared"})
+        batch.insert(named, [{k: v for k, v in group("x").items() if k != "name"}])
+        batch.insert(described, [{**group("described"), "description": "said by "}])
+        batch.execute(
+            RENAME_GROUP,
+            {"_id": existing["id"], "_version": 1, "_name": "renamed"},
+            expect_one=True,
+        )
+        batch.answer(name=name)
+        if database.dialect != "postgresql":
+            with pytest.raises(RuntimeError):
+                await batch.run(conn)
+            return
+        async with database.transaction_on(conn):
+            answer = await batch.run(conn)
+        assert answer.name == "SHARED"
+        rows = {r.name: r.description for r in await conn.execute(select(groups))}
+        assert rows == {"SHARED": None, "described": "said by SHARED", "renamed": None}
 
 
 async def test_a_batch_that_loses_a_race_writes_nothing(database: Database) -> None:
