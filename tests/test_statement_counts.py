@@ -2,12 +2,14 @@
 query per row (N+1), fails here. Counted on SQLite, where every statement passes through
 SQLAlchemy's events (on PostgreSQL the hot statements run on the driver directly). PostgreSQL
 runs the same statements, except that its transactions begin inside the driver rather than
-with a BEGIN statement, the number and the configuration version are one statement, and the
-writes after a request's reads are one statement (app/core/sql.py Batch): a create is number,
-batch; a transition is incident, clocks, batch; a comment is incident, batch."""
+with a BEGIN statement, the writes after a request's reads are one statement (app/core/sql.py
+Batch), and a create's write draws its number itself, guarded by the configuration's version:
+a create is that one statement; a transition is incident, clocks, batch; a comment is
+incident, batch. The PostgreSQL test below counts what reaches the driver."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,10 +18,11 @@ from typing import Any
 import pytest
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import ManualClock
 from app.core.config import Settings
-from app.core.db import Database, create_engine
+from app.core.db import Database, create_engine, driver_of
 from app.main import create_app
 from tests.conftest import ADMIN_KEY, START
 from tests.factories import Api, World, build_world, make_agreement, make_calendar, ok, same_targets
@@ -106,3 +109,47 @@ async def test_a_page_costs_the_same_whatever_its_size(counted: tuple[World, Sta
         )
         == 2
     )
+
+
+async def test_round_trips_per_request_on_postgresql(
+    world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What reaches the driver under the request's connection, where the hot paths run
+    (app/core/sql.py)."""
+    if database.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite's statements are counted above")
+    sent: list[str] = []
+    logged: set[int] = set()
+    connect = database.request_connection
+
+    async def request_connection() -> AsyncConnection:
+        conn = await connect()
+        driver = driver_of(conn)
+        if id(driver) not in logged:
+            logged.add(id(driver))
+            driver.add_query_logger(lambda query: sent.append(query.query))
+        return conn
+
+    monkeypatch.setattr(database, "request_connection", request_connection)
+
+    async def count(request: Any) -> list[str]:
+        # the driver hands each logged query on with call_soon: let earlier ones arrive first
+        await asyncio.sleep(0)
+        sent.clear()
+        response = await request
+        assert response.status_code < 300, response.text
+        await asyncio.sleep(0)
+        return list(sent)
+
+    await world.incident()  # the SLM configuration is loaded once, then cached
+    body = {"title": "Calls drop"}
+    # Every request reads its API key here: the tests' app does not LISTEN for key changes,
+    # so it caches no key (app/identity/principals.py). Then: one statement that draws the
+    # number, checks the configuration's version and writes everything.
+    create = await count(world.customer_a.post("/incidents", json=body))
+    assert len(create) == 2, create
+    assert "api_keys" in create[0] and "nextval" in create[1] and "config_versions" in create[1]
+    incident = ok(await world.customer_a.post("/incidents", json=body), 201)
+    assert len(await count(world.agent.get(f"/incidents/{incident['id']}"))) == 2
+    listing = await count(world.agent.get("/incidents", params={"state": "new", "limit": 50}))
+    assert len(listing) == 2  # the page (its rows carry their clocks)

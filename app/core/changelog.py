@@ -20,18 +20,21 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Index,
     Integer,
     String,
     Table,
+    Text,
     Uuid,
+    cast,
     func,
     insert,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import JSON
 
-from app.core.db import BigIntPK, UTCDateTime, metadata
+from app.core.db import BigIntPK, UTCDateTime, json_dumps, metadata
 from app.core.sql import Batch, Query
 
 change_log = Table(
@@ -83,11 +86,47 @@ def rows(*, region: str, occurred_at: datetime, changes: Sequence[Change]) -> li
     ]
 
 
+def _filling(placeholder: str, value: ColumnElement[str]) -> Query:
+    key = (placeholder, id(value))
+    query = _FILLING.get(key)
+    if query is None:
+        quoted = json_dumps(placeholder)  # as the data's JSON text holds it
+        # null (the value not computed) writes null: a statement whose record number was not
+        # drawn fails on that record's NOT NULL number, not here
+        as_json = func.coalesce(cast(func.to_json(value), Text), "null")
+
+        def filled(data: Any) -> Any:
+            return cast(func.replace(cast(data, Text), quoted, as_json), JSON)
+
+        query = _FILLING[key] = Query(
+            insert(change_log),
+            json=("data",),
+            row_values={"tx_id": func.txid_current()},
+            wrapped={"data": filled},
+        )
+    return query
+
+
+_FILLING: dict[tuple[str, int], Query] = {}
+
+
 def append_to(
-    batch: Batch, *, dialect: str, region: str, occurred_at: datetime, changes: Sequence[Change]
+    batch: Batch,
+    *,
+    dialect: str,
+    region: str,
+    occurred_at: datetime,
+    changes: Sequence[Change],
+    fill: tuple[str, ColumnElement[str]] | None = None,
 ) -> None:
-    """Append changes with the transaction's other writes (app/core/sql.py Batch)."""
-    batch.insert(_APPEND[dialect], rows(region=region, occurred_at=occurred_at, changes=changes))
+    """Append changes with the transaction's other writes (app/core/sql.py Batch).
+
+    `fill` (PostgreSQL): a placeholder string in the changes' data and an SQL value computed by
+    the batch's statement (a record's number: app/itil/numbers.py): the placeholder's JSON
+    text is replaced by the value's, a plain text replacement (a string placeholder is quoted
+    in JSON, so it cannot match a part of another string)."""
+    query = _APPEND[dialect] if fill is None else _filling(*fill)
+    batch.insert(query, rows(region=region, occurred_at=occurred_at, changes=changes))
 
 
 async def append(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core import changelog
@@ -27,7 +28,18 @@ class Context:
     async def log_changes(self, conn: AsyncConnection, *changes: changelog.Change) -> None:
         await changelog.append(conn, region=self.region, occurred_at=self.now, changes=changes)
 
-    def log_into(self, batch: Batch, dialect: str, changes: Sequence[changelog.Change]) -> None:
+    def log_into(
+        self,
+        batch: Batch,
+        dialect: str,
+        changes: Sequence[changelog.Change],
+        fill: tuple[str, ColumnElement[str]] | None = None,
+    ) -> None:
         changelog.append_to(
-            batch, dialect=dialect, region=self.region, occurred_at=self.now, changes=changes
+            batch,
+            dialect=dialect,
+            region=self.region,
+            occurred_at=self.now,
+            changes=changes,
+            fill=fill,
         )

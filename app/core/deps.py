@@ -17,7 +17,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from app.core import idempotency
+from app.core import idempotency, versions
 from app.core.auth import BOOTSTRAP_ADMIN, Principal, Role, bootstrap_key_matches
 from app.core.clock import Clock
 from app.core.config import Settings
@@ -28,6 +28,7 @@ from app.core.observability import on_request_end
 from app.core.responses import JSON, Reply, dump_json
 
 MAX_AUTHORIZATION_LENGTH = 512
+STALE_RETRIES = 2  # a write is done again at most this often when its configuration moved
 _CONNECTION = "sdms.connection"
 
 
@@ -144,7 +145,17 @@ class WriteContext:
         """Run `action` in one transaction. `one_statement` says that the action writes with
         one statement on PostgreSQL (reads before it, one `Batch` of writes): without an
         Idempotency-Key to claim, that statement is atomic and durable on its own, and the
-        BEGIN and COMMIT round trips are spared."""
+        BEGIN and COMMIT round trips are spared. A write that found the configuration it
+        cached changed (`versions.Stale`: it wrote nothing) is done again, with that
+        configuration reloaded."""
+        for _ in range(STALE_RETRIES):
+            try:
+                return await self._run(action, one_statement)
+            except versions.Stale:
+                continue
+        return await self._run(action, one_statement)
+
+    async def _run(self, action: Action, one_statement: bool) -> Response:
         call = self.call
         now = call.now()
         key = self.idempotency_key

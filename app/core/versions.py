@@ -2,20 +2,23 @@
 
 A process may keep configuration it reads on every write (the SLM configuration) if it can
 tell, for free, whether it is still current: every change bumps the topic's counter in its own
-transaction, and a reader reads the counter inside a statement it runs anyway (opening an
-incident reads it with the incident's number). Unlike a cache invalidated by messages, a
-change is then visible to the very next write, on every process, on any backend.
+transaction, and a reader reads the counter inside a statement it runs anyway, or guards its
+write with it (`unchanged`: on PostgreSQL, opening an incident writes only if the counter is
+still at the cached configuration's version, and is done again otherwise). Unlike a cache
+invalidated by messages, a change is then visible to the very next write, on every process,
+on any backend.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, String, Table, bindparam, select
+from sqlalchemy import BigInteger, Column, ColumnElement, String, Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.db import metadata
+from app.core.errors import Conflict
 from app.core.sql import Query
 
 config_versions = Table(
@@ -49,6 +52,27 @@ def version_of(name: str) -> Any:
         .scalar_subquery()
         .label(f"{name}_version")
     )
+
+
+def unchanged(name: str) -> ColumnElement[bool]:
+    """True while the counter is still at the version that the statement's parameters give
+    (`expected`): the guard of a write that relies on configuration cached at it."""
+    current = select(config_versions.c.version).where(config_versions.c.name == name)
+    return current.scalar_subquery() == bindparam(f"{name}_version", type_=BigInteger)
+
+
+def expected(name: str, version: int) -> dict[str, int]:
+    """The parameters of `unchanged(name)`: the version the write relies on."""
+    return {f"{name}_version": version}
+
+
+class Stale(Conflict):
+    """A guarded write found the configuration changed since it was cached, and wrote
+    nothing. The write is done again with the configuration reloaded (`WriteContext.run`); a
+    client sees this (409) only if it changed every time."""
+
+    def __init__(self) -> None:
+        super().__init__("The configuration changed while this was being written; retry.")
 
 
 async def bump(conn: AsyncConnection, name: str) -> None:

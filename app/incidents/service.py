@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row, Select, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.core import versions
 from app.core.auth import Principal, Role
 from app.core.changelog import Change
 from app.core.concurrency import check_if_match
@@ -19,7 +20,7 @@ from app.core.errors import Forbidden, NotFound, Unprocessable
 from app.core.ids import new_id
 from app.core.pagination import Keyset, PageParams, integer_key, timestamp_key
 from app.core.records import parse_uuid, update_into
-from app.core.sql import Batch, Query, as_dict
+from app.core.sql import Batch, DriverError, Query, as_dict
 from app.core.sql import Row as SqlRow
 from app.identity.models import groups, organizations, services
 from app.identity.service import ensure_exists, ensure_staff_user
@@ -40,13 +41,17 @@ from app.incidents.schemas import (
     TransitionBody,
 )
 from app.itil.journal import JournalWriter
-from app.itil.numbers import looks_like_number, next_number_and_version
+from app.itil.numbers import drawn_number, looks_like_number, next_number_and_version, not_drawn
 from app.slm import config as slm_config
 from app.slm import service as slm
 from app.slm.service import ClockView
 
 RECORD_TYPE = "incident"
 _INSERT_INCIDENT = Query(insert(incidents))
+# On PostgreSQL a new incident's number is drawn by its write, which writes only while the
+# cached SLM configuration is current (app/core/versions.py): no round trip before it.
+_DRAWN_NUMBER = drawn_number("INC", versions.unchanged(slm_config.TOPIC))
+_INSERT_INCIDENT_DRAWN = Query(insert(incidents), row_values={"number": _DRAWN_NUMBER.value})
 # What a new incident's row holds beyond the values it is created with.
 _EMPTY_INCIDENT = {str(column.name): None for column in incidents.columns}
 # Fields SDMS keeps for itself: never answered, never journaled.
@@ -222,7 +227,12 @@ async def _check_references(conn: AsyncConnection, values: Mapping[str, Any]) ->
 async def create_incident(conn: AsyncConnection, *, ctx: Context, data: IncidentCreate) -> Incident:
     """Reads, then every write in one `Batch`: one statement on PostgreSQL, which the router
     relies on to run it without a transaction of its own (`WriteContext.run(one_statement)`).
-    Keep it so: a second writing statement here needs that flag dropped."""
+    Keep it so: a second writing statement here needs that flag dropped.
+
+    On PostgreSQL that statement also draws the number, and writes only if the SLM
+    configuration it was computed with is still current (else `versions.Stale`, and the
+    router's write is done again). Elsewhere the number and the configuration's version are
+    read first."""
     principal, now = ctx.principal, ctx.now
     values = data.model_dump(exclude_unset=True)
     if principal.is_customer:
@@ -242,13 +252,16 @@ async def create_incident(conn: AsyncConnection, *, ctx: Context, data: Incident
         references.pop("organization_id")  # the caller's own, known to exist
     await _check_references(conn, references)
     impact, urgency = (1, 1) if data.major else (data.impact, data.urgency)
-    # The number and the version of the SLM configuration come in one round trip.
-    number, version = await next_number_and_version(conn, "INC", ctx.region, slm_config.TOPIC)
-    config = await slm_config.current(conn, version)
+    drawn = conn.dialect.name == "postgresql"
+    if drawn:  # the write draws the number, guarded by the configuration's version
+        config = slm_config.cached(conn) or await slm_config.current(conn)
+        number = None
+    else:  # the number and the version of the SLM configuration
+        number, version = await next_number_and_version(conn, "INC", ctx.region, slm_config.TOPIC)
+        config = await slm_config.current(conn, version)
     row_values = {
         **values,
         "id": new_id(),
-        "number": number,
         "region": ctx.region,
         "description": data.description,
         "channel": data.channel,
@@ -271,17 +284,36 @@ async def create_incident(conn: AsyncConnection, *, ctx: Context, data: Incident
     row_values.update(slm.shown(clocks))
     # The incident, its journal entry, its clocks and their change-log rows are written
     # together: one round trip on PostgreSQL (app/core/sql.py Batch).
-    batch = Batch()
-    batch.insert(_INSERT_INCIDENT, [row_values])
+    if drawn:
+        batch = Batch(
+            {"number_region": ctx.region, **versions.expected(slm_config.TOPIC, config.version)}
+        )
+        batch.insert(_INSERT_INCIDENT_DRAWN, [row_values])
+        batch.answer(number=_DRAWN_NUMBER.value)
+    else:
+        row_values["number"] = number
+        batch = Batch()
+        batch.insert(_INSERT_INCIDENT, [row_values])
     slm.insert_clocks(batch, clocks)
     row = SqlRow({**_EMPTY_INCIDENT, **row_values})
     journal = JournalWriter(RECORD_TYPE, row.id, principal, now)
     journal.field_changes({}, {"state": State.new})
     log = journal.into(batch)
     incident = await with_clocks(conn, row, now)
-    log.append(Change("incident", row.id, "incident.created", incident.admin_data(), row.version))
-    ctx.log_into(batch, conn.dialect.name, log)
-    await batch.run(conn)
+    record = incident.admin_data()
+    if drawn:
+        record["number"] = _DRAWN_NUMBER.placeholder
+    log.append(Change("incident", row.id, "incident.created", record, row.version))
+    ctx.log_into(batch, conn.dialect.name, log, _DRAWN_NUMBER.fill if drawn else None)
+    try:
+        answer = await batch.run(conn)
+    except DriverError as exc:
+        if drawn and not_drawn(exc):  # the configuration changed since it was cached
+            slm_config.forget(conn)
+            raise versions.Stale from exc
+        raise
+    if drawn:
+        incident.row = SqlRow({**row._mapping, "number": answer.number})
     return incident
 
 

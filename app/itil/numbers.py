@@ -1,15 +1,31 @@
 """Human record numbers: `INC-MSK-0000042` — type prefix, region, sequence.
 
 PostgreSQL draws the sequence from a native sequence (no lock held until commit, so concurrent
-creates do not queue; a rolled-back number is skipped, never reused). SQLite has no sequences;
-its writers are serialised anyway, so a counter row does the same job.
+creates do not queue; a rolled-back number is skipped, never reused), either on its own or
+inside the statement that writes the record (`drawn_number`). SQLite has no sequences; its
+writers are serialised anyway, so a counter row does the same job.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
+from dataclasses import dataclass
 
-from sqlalchemy import Column, Integer, Sequence, String, Table, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Integer,
+    Sequence,
+    String,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,6 +58,46 @@ def looks_like_number(value: str, prefix: str) -> bool:
     match = NUMBER_PATTERN.match(value.upper())
     return match is not None and match.group(1) == prefix
 
+
+@dataclass(frozen=True, slots=True)
+class DrawnNumber:
+    """A new number drawn inside the write statement that uses `value` (PostgreSQL's one
+    statement of a Batch, app/core/sql.py), formatted as `format_number` formats it, with the
+    region from the statement's `number_region` parameter. It is drawn once however often the
+    statement uses it (a CTE). Where the guard is false, nothing is drawn and the number is
+    null: the number column's NOT NULL then fails the whole statement (`not_drawn`).
+    `placeholder` stands for the number in JSON written by the same statement (the change
+    log's copy of the record: app/core/changelog.py `fill`)."""
+
+    value: ColumnElement[str]
+    placeholder: str
+
+    @property
+    def fill(self) -> tuple[str, ColumnElement[str]]:
+        return self.placeholder, self.value
+
+
+def drawn_number(prefix: str, guard: ColumnElement[bool]) -> DrawnNumber:
+    value = select(sequences[prefix].next_value().label("value")).where(guard).subquery()
+    digits = cast(value.c.value, Text)
+    region = func.upper(bindparam("number_region", type_=String))
+    padded = func.lpad(digits, func.greatest(7, func.length(digits)), "0")
+    number = literal(f"{prefix}-", String) + region + "-" + padded
+    drawn = select(number.label("number")).cte(f"drawn_{prefix.lower()}")
+    # random: no text a client sends can be taken for it
+    placeholder = f"{prefix} number drawn by the write {secrets.token_hex(16)}"
+    return DrawnNumber(select(drawn.c.number).scalar_subquery(), placeholder)
+
+
+def not_drawn(exc: BaseException) -> bool:
+    """Whether a write failed because its guard kept it from drawing a number."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == NOT_NULL_VIOLATION and (
+        getattr(orig, "column_name", None) == "number"
+    )
+
+
+NOT_NULL_VIOLATION = "23502"
 
 _NEXT_VALUE_AND_VERSION = {
     (prefix, topic): Query(select(seq.next_value().label("value"), versions.version_of(topic)))

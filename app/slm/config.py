@@ -1,7 +1,9 @@
 """The service-level configuration that every incident write reads — the priority matrix, the
 agreements and their calendars — kept per process and validated by a version counter
-(app/core/versions.py): changing any of it bumps the `slm` counter in the same transaction;
-opening an incident reads the counter together with its number and reloads when it moved.
+(app/core/versions.py): changing any of it bumps the `slm` counter in the same transaction.
+Opening an incident reads the counter together with its number and reloads when it moved; on
+PostgreSQL it writes with the cached configuration, guarded by its version, and is done again
+with the configuration reloaded when the guard finds the counter moved.
 """
 
 from __future__ import annotations
@@ -139,6 +141,17 @@ async def current(conn: AsyncConnection, version: int | None = None) -> SlmConfi
     )
     _current[database] = loaded
     return loaded
+
+
+def cached(conn: AsyncConnection) -> SlmConfig | None:
+    """The configuration last loaded, at whatever version: for a write guarded by its version
+    (app/core/versions.py `unchanged`)."""
+    return _current.get(conn.engine.url)
+
+
+def forget(conn: AsyncConnection) -> None:
+    """Drop the cached configuration: a guarded write found it stale."""
+    _current.pop(conn.engine.url, None)
 
 
 async def changed(conn: AsyncConnection) -> None:

@@ -7,11 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select, text
 
 from app.core.changelog import change_log
 from app.core.clock import ManualClock
 from app.core.db import Database
+from app.itil.numbers import record_counters
 from tests.factories import Api, World, make_user, ok
 
 NUMBER = re.compile(r"^INC-MSK-\d{7}$")
@@ -43,6 +44,16 @@ async def test_customer_creates_for_its_own_organization(world: World) -> None:
 async def test_numbers_are_sequential_and_unique(world: World) -> None:
     numbers = [(await world.incident())["number"] for _ in range(3)]
     assert numbers == ["INC-MSK-0000001", "INC-MSK-0000002", "INC-MSK-0000003"]
+
+
+async def test_numbers_grow_past_seven_digits(world: World, database: Database) -> None:
+    async with database.transaction() as conn:
+        if database.dialect == "postgresql":
+            await conn.execute(text("SELECT setval('inc_number_seq', 9999999)"))
+        else:
+            await conn.execute(insert(record_counters).values(prefix="INC", value=9999999))
+    assert (await world.incident())["number"] == "INC-MSK-10000000"
+    assert (await world.incident())["number"] == "INC-MSK-10000001"
 
 
 async def test_staff_must_name_an_existing_organization(world: World) -> None:
@@ -578,6 +589,24 @@ async def test_every_write_is_in_the_change_log(world: World, database: Database
     created = next(r for r in rows if r.event == "incident.created")
     assert created.data["number"] == incident["number"]
     assert created.data["assignee_id"] is None  # the admin view, with internal fields
+
+
+async def test_the_created_event_holds_the_record_as_an_admin_reads_it(
+    world: World, database: Database
+) -> None:
+    """On PostgreSQL the number is drawn by the write itself and filled into the event there."""
+    incident = await world.incident()
+    async with database.read() as conn:
+        created = (
+            await conn.execute(
+                select(change_log.c.data, change_log.c.entity_version).where(
+                    change_log.c.event == "incident.created"
+                )
+            )
+        ).one()
+    assert created.data == ok(await world.admin.get(f"/incidents/{incident['id']}"), 200)
+    assert created.data["number"] == incident["number"]
+    assert created.entity_version == 1
 
 
 async def test_a_refused_write_leaves_no_trace(world: World, database: Database) -> None:

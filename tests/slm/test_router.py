@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from app.core import versions
 from app.core.changelog import change_log
 from app.core.clock import ManualClock
 from app.core.config import Settings
@@ -702,6 +703,47 @@ async def test_backlog_and_breaches(world: World, clock: ManualClock) -> None:
         200,
     )["items"]
     assert [b["kind"] for b in window] == ["resolution"]
+
+
+async def test_a_keyed_create_sees_a_configuration_change(world: World) -> None:
+    """A create with an Idempotency-Key that finds the configuration changed is done again in
+    a new transaction, and its key then replays what was written."""
+    cal = await calendar(world.manager, always_on=True, hours={})
+    agreement_body: dict[str, Any] = {
+        "name": "A",
+        "calendar_id": cal["id"],
+        "targets": [{"priority": 5, "response_seconds": 60, "resolution_seconds": 600}],
+    }
+    created = ok(await world.manager.post("/slm/agreements", json=agreement_body), 201)
+    assert clocks_of(await world.incident())["resolution"]["target_seconds"] == 600
+    agreement_body["targets"][0]["resolution_seconds"] = 900
+    ok(await world.manager.put(f"/slm/agreements/{created['id']}", json=agreement_body), 200)
+    keyed = {"Idempotency-Key": "after-the-change"}
+    body = {"title": "Calls drop"}
+    first = ok(await world.customer_a.post("/incidents", json=body, headers=keyed), 201)
+    assert clocks_of(first)["resolution"]["target_seconds"] == 900
+    again = await world.customer_a.post("/incidents", json=body, headers=keyed)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first
+    numbers = [i["number"] for i in ok(await world.agent.get("/incidents"), 200)["items"]]
+    assert sorted(numbers) == ["INC-MSK-0000001", "INC-MSK-0000002"]
+
+
+async def test_a_create_that_always_finds_the_configuration_changed_is_refused(
+    world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Done again twice, then a 409 that the client may retry; nothing is written."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite reads the configuration's version before it writes")
+    await world.incident()
+    before = ok(await world.agent.get("/incidents"), 200)["items"]
+    monkeypatch.setattr(versions, "expected", lambda name, version: {f"{name}_version": -1})
+    response = await world.customer_a.post("/incidents", json={"title": "Calls drop"})
+    assert response.status_code == 409, response.text
+    assert "configuration changed" in response.json()["detail"]
+    monkeypatch.undo()
+    assert ok(await world.agent.get("/incidents"), 200)["items"] == before
+    assert (await world.incident())["number"] == "INC-MSK-0000002"
 
 
 async def test_metrics_input_is_validated(world: World) -> None:
