@@ -22,6 +22,7 @@ from tests.core.test_operations import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
+SETTLE = 0.5  # seconds for a worker to count a connection closed (it takes one loop pass)
 
 
 class Client:
@@ -77,6 +78,9 @@ async def supervisor(port: int, workers: int) -> AsyncIterator[asyncio.subproces
                 await client.close()
                 break
             await asyncio.sleep(0.1)
+        # Tests below count on where a tie goes (the first worker): let the workers count that
+        # probe's close first. Counting takes the worker a pass of its loop; 0.5 s is ample.
+        await asyncio.sleep(SETTLE)
         yield process
     finally:
         if process.returncode is None:
@@ -123,7 +127,7 @@ async def test_connections_go_to_the_worker_holding_fewest() -> None:
         # the probe below reaches it only once its closes are counted.
         tie = await served_by(port)
         first = next(pid for pid in pids if pid != tie)
-        await asyncio.sleep(0.2)  # the probe's close, counted
+        await asyncio.sleep(SETTLE)  # the probe's close, counted
         await asyncio.gather(*(c.close() for c, p in zip(clients, pids, strict=True) if p == first))
         kept = [c for c, p in zip(clients, pids, strict=True) if p != first]
 
@@ -131,7 +135,7 @@ async def test_connections_go_to_the_worker_holding_fewest() -> None:
             return await served_by(port) == first
 
         await until(noticed)
-        await asyncio.sleep(0.2)  # the probe's own close, counted
+        await asyncio.sleep(SETTLE)  # the probe's own close, counted
         new = await asyncio.gather(*(Client.open(port) for _ in range(16)))
         assert await pids_of(new) == [first] * 16
         for client in [*kept, *new]:
@@ -155,7 +159,7 @@ async def test_a_refused_websocket_upgrade_counts_as_closed() -> None:
     port = free_port()
     async with supervisor(port, workers=2):
         tie = await served_by(port)  # nothing open: a tie goes to the first worker
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(SETTLE)
         assert b" 403 " in (await refused_upgrade(port)).split(b"\r\n")[0]  # to that worker
 
         # Counted closed, the first worker takes the next connection again; counted open
