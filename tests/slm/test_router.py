@@ -705,9 +705,9 @@ async def test_backlog_and_breaches(world: World, clock: ManualClock) -> None:
     assert [b["kind"] for b in window] == ["resolution"]
 
 
-async def test_a_keyed_create_sees_a_configuration_change(world: World) -> None:
-    """A create with an Idempotency-Key that finds the configuration changed is done again in
-    a new transaction, and its key then replays what was written."""
+async def agreement_changed_to_900(world: World) -> tuple[str, dict[str, Any]]:
+    """An agreement on an always-on calendar whose resolution target goes from 600 s (seen by
+    an incident made in between) to 900 s: its id and its body as last written."""
     cal = await calendar(world.manager, always_on=True, hours={})
     agreement_body: dict[str, Any] = {
         "name": "A",
@@ -718,6 +718,13 @@ async def test_a_keyed_create_sees_a_configuration_change(world: World) -> None:
     assert clocks_of(await world.incident())["resolution"]["target_seconds"] == 600
     agreement_body["targets"][0]["resolution_seconds"] = 900
     ok(await world.manager.put(f"/slm/agreements/{created['id']}", json=agreement_body), 200)
+    return created["id"], agreement_body
+
+
+async def test_a_keyed_create_sees_a_configuration_change(world: World) -> None:
+    """A create with an Idempotency-Key that finds the configuration changed is done again in
+    a new transaction, and its key then replays what was written."""
+    await agreement_changed_to_900(world)
     keyed = {"Idempotency-Key": "after-the-change"}
     body = {"title": "Calls drop"}
     first = ok(await world.customer_a.post("/incidents", json=body, headers=keyed), 201)
@@ -760,20 +767,11 @@ async def test_configuration_changes_apply_to_the_next_incident(
     world: World, clock: ManualClock
 ) -> None:
     """The configuration is cached per process; a change is seen by the very next write."""
-    cal = await calendar(world.manager, always_on=True, hours={})
-    agreement_body: dict[str, Any] = {
-        "name": "A",
-        "calendar_id": cal["id"],
-        "targets": [{"priority": 5, "response_seconds": 60, "resolution_seconds": 600}],
-    }
-    created = ok(await world.manager.post("/slm/agreements", json=agreement_body), 201)
-    assert clocks_of(await world.incident())["resolution"]["target_seconds"] == 600
-    agreement_body["targets"][0]["resolution_seconds"] = 900
-    ok(await world.manager.put(f"/slm/agreements/{created['id']}", json=agreement_body), 200)
+    agreement_id, agreement_body = await agreement_changed_to_900(world)
     assert clocks_of(await world.incident())["resolution"]["target_seconds"] == 900
     other = await calendar(world.manager, name="Office")
     agreement_body["calendar_id"] = other["id"]
-    ok(await world.manager.put(f"/slm/agreements/{created['id']}", json=agreement_body), 200)
+    ok(await world.manager.put(f"/slm/agreements/{agreement_id}", json=agreement_body), 200)
     clock.set(datetime(2026, 3, 7, 10, 0, tzinfo=UTC))  # a Saturday: office hours resume Monday
     incident = await world.incident()
     assert clocks_of(incident)["resolution"]["due_at"] == "2026-03-09T09:15:00Z"
