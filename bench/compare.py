@@ -88,28 +88,6 @@ def server_pids(pid: int) -> list[int]:
     return [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
 
 
-def count_instructions(pids: list[int], seconds: float) -> subprocess.Popen[str] | None:
-    if shutil.which("perf") is None or not pids:
-        return None
-    command = ["perf", "stat", "-x,", "-e", "instructions", "-p", ",".join(map(str, pids))]
-    return subprocess.Popen(
-        ["timeout", "-s", "INT", str(seconds), *command],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def instructions(counter: subprocess.Popen[str] | None) -> int | None:
-    if counter is None:
-        return None
-    _out, err = counter.communicate()
-    try:
-        return int(err.strip().splitlines()[-1].split(",")[0])
-    except (ValueError, IndexError):  # perf not permitted, or a process went away meanwhile
-        return None
-
-
 class Comparison:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -198,8 +176,8 @@ class Comparison:
             ).stdout.strip()
             pg_pids = [int(p) for p in postgres.split(",") if p]
             pg_before = procs.cpu_seconds(pg_pids)
-            on_server = count_instructions(pids, seconds)
-            on_postgres = count_instructions(pg_pids, seconds)
+            on_server = procs.PerfStat(pids).start()
+            on_postgres = procs.PerfStat(pg_pids).start()
             spy = None
             if self.args.spy and shutil.which("py-spy"):
                 raw = self.run_dir / f"{label}-{n}.raw"
@@ -208,10 +186,9 @@ class Comparison:
                      "--rate", "400", "--format", "raw", "--output", str(raw), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
-            server_instructions, pg_instructions = (
-                instructions(on_server),
-                instructions(on_postgres),
-            )
+            time.sleep(seconds)
+            server_instructions = on_server.stop().get("instructions")
+            pg_instructions = on_postgres.stop().get("instructions")
             cpu_after = sum(procs.cpu_seconds(pids).values())
             pg_after = procs.cpu_seconds(pg_pids)
             pg_cpu = sum(pg_after[p] - pg_before[p] for p in pg_after if p in pg_before)

@@ -306,14 +306,17 @@ class Bench:
         )  # fmt: skip
         assert proc.stdout is not None
         spread: list[int] = []
+        counters: dict[str, procs.PerfStat] = {}
         async for line in proc.stdout:
             if line.strip() == b"measuring":
                 watch.rebase()  # CPU is counted over the measured seconds only
+                counters = self._count_hardware(server)
                 if server is not None:
                     found = procs.connections_per_process(server.port, server.workers())
                     spread = sorted(found.values(), reverse=True)
         code = await proc.wait()
         watch.stop()
+        counted = {group: counter.stop() for group, counter in counters.items()}
         if code != 0:
             raise RuntimeError(f"{module} failed for {name}/{target} (exit {code})")
         result: dict[str, Any] = orjson.loads(out_path.read_bytes())
@@ -337,10 +340,14 @@ class Bench:
                 name: round(1000 * value / answered, 3)
                 for name, value in watch.cpu_seconds().items()
             }
+        result["counters"] = {
+            group: procs.speed(counts, result["requests"]) for group, counts in counted.items()
+        }
         if server is not None:
             result["server"] = self._server_stats(watch)
             result["server"]["connections_per_worker"] = spread
         cpu_owner = "server" if server is not None else "postgres"
+        work = result["counters"].get(cpu_owner) or {}
         lat = result["latency_ms"]
         rss = result.get("server", {}).get("rss_peak_mb")
         log(
@@ -349,6 +356,11 @@ class Bench:
             f"errors {result['errors']}"
             + (f"  RSS {rss:.0f} MB" if rss else "")
             + f"  CPU/req {result.get('cpu_ms_per_request', {}).get(cpu_owner, 0):.2f} ms"
+            + (
+                f" ({work['minstr_per_request']:.2f} M instr at {work['ghz']:.2f} GHz)"
+                if work.get("minstr_per_request") and work.get("ghz")
+                else ""
+            )
             + f"  new DB sessions {result['db']['sessions_opened']}"
             + (f"  conns/worker {spread}" if spread else "")
             + (f"  [other programs: {cpu['foreign']:.0f} %]" if cpu["foreign"] > 15 else "")
@@ -358,6 +370,15 @@ class Bench:
             for status, sample in result["error_samples"].items():
                 log(f"    {status}: {sample[:300]}")
         return result
+
+    def _count_hardware(self, server: Server | None) -> dict[str, procs.PerfStat]:
+        """Hardware counters for the measured seconds: the server's processes and
+        PostgreSQL's (procs.PerfStat)."""
+        postgres = procs.subtree(procs.process_table(), self.postmaster_pid())
+        counters = {"postgres": procs.PerfStat(postgres).start()}
+        if server is not None:
+            counters["server"] = procs.PerfStat([server.pid, *server.workers()]).start()
+        return counters
 
     @staticmethod
     def _server_stats(watch: Watch) -> dict[str, Any]:
@@ -611,6 +632,7 @@ async def run(args: argparse.Namespace) -> int:
         else:
             result["scenarios"] = await bench.run_scenarios()
             flags = [f for n, s in result["scenarios"].items() for f in report.flags_of(n, s)]
+            flags += report.speed_flags(result["scenarios"])
         if bench.sdms is not None and "Traceback" in bench.sdms.log_tail(2000):
             flags.append(
                 f"SDMS logged tracebacks: see {(bench.run_dir / 'sdms.log').relative_to(ROOT)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,6 +136,68 @@ def machine_busy_percent(seconds: float) -> float:
     time.sleep(seconds)
     busy1, _ = machine_ticks()
     return 100.0 * (busy1 - busy0) / CLOCK_TICKS / seconds
+
+
+# --- hardware counters ----------------------------------------------------------------------
+
+
+class PerfStat:
+    """Instructions, cycles and CPU time (`task-clock`, ms) of some processes from `start`
+    until `stop`, counted by `perf stat` (Debian's linux-perf; not a dependency). Instructions
+    per request measure the work of the code, whatever the machine's speed; cycles per
+    millisecond of CPU time (GHz) measure the speed the processes got, whatever the code (on
+    a virtual machine, a CPU the host lends elsewhere counts CPU time but no cycles). `stop`
+    answers nothing when perf is missing or not permitted."""
+
+    EVENTS = ("instructions", "cycles", "task-clock")
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> PerfStat:
+        if shutil.which("perf") is not None and self.pids:
+            command = ["perf", "stat", "-x,", "-e", ",".join(self.EVENTS)]
+            self.proc = subprocess.Popen(
+                [*command, "-p", ",".join(map(str, self.pids))],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        return self
+
+    def stop(self) -> dict[str, float]:
+        if self.proc is None:
+            return {}
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            _out, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return {}
+        counts = {}
+        for line in err.splitlines():  # value,unit,event,...
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2] in self.EVENTS:
+                with contextlib.suppress(ValueError):  # "<not counted>", "<not supported>"
+                    counts[fields[2]] = float(fields[0])
+        return counts
+
+
+def speed(counts: dict[str, float], requests: float) -> dict[str, float | None]:
+    """Per request: million instructions; and the speed the processes ran at: GHz (cycles
+    per ns of CPU time) and instructions per cycle."""
+    instructions, cycles, cpu_ms = (counts.get(e) for e in PerfStat.EVENTS)
+
+    def share(a: float | None, b: float | None, scale: float = 1.0) -> float | None:
+        return round(a / b / scale, 3) if a is not None and b else None
+
+    return {
+        "minstr_per_request": share(instructions, requests, 1e6),
+        "ghz": share(cycles, cpu_ms, 1e6),
+        "ipc": share(instructions, cycles),
+    }
 
 
 @dataclass

@@ -24,6 +24,9 @@ GOALS: dict[str, dict[str, float]] = {
     "comment": {},
 }
 FOREIGN_LIMIT = 15.0  # other programs' CPU (percent of a core) that flags a measurement
+# A server's processes that ran at less than this share of the run's fastest (in GHz: cycles
+# per CPU second, procs.PerfStat) flag their measurement: the host lent the CPU elsewhere.
+SLOW_SHARE = 0.8
 SOAK_MAX_GROWTH = 0.10  # RSS at the end at most 10 % above RSS right after the warm-up
 
 MB = 1024 * 1024
@@ -85,6 +88,27 @@ def flags_of(name: str, scenario: dict[str, Any]) -> list[str]:
     return flags
 
 
+def speed_flags(scenarios: dict[str, Any]) -> list[str]:
+    """Measurements of SDMS or the floor whose server ran slower than `SLOW_SHARE` of the
+    run's fastest: their req/s and latencies tell of the machine, not of the code."""
+    ghz = {
+        (name, target): speed
+        for name, scenario in scenarios.items()
+        for target in ("sdms", "floor")
+        if (speed := (((scenario.get(target) or {}).get("counters") or {}).get("server") or {})
+            .get("ghz"))
+    }  # fmt: skip
+    if not ghz:
+        return []
+    fastest = max(ghz.values())
+    return [
+        f"{name}/{target}: the server ran at {speed:.2f} GHz, against {fastest:.2f} at the "
+        "run's fastest (a slow moment of the machine)"
+        for (name, target), speed in ghz.items()
+        if speed < SLOW_SHARE * fastest
+    ]
+
+
 def _num(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "-"
@@ -132,9 +156,9 @@ def cpu_table(result: dict[str, Any]) -> str:
     """Where the two cores went during each measurement (percent of one core)."""
     head = (
         "| scenario | target | server | PostgreSQL | load generator | machine | other programs "
-        "| server CPU ms/req | PostgreSQL CPU ms/req | DB commits/req | new DB sessions "
-        "| connections per worker |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| server CPU ms/req | PostgreSQL CPU ms/req | server M instr/req | PostgreSQL M instr/req "
+        "| GHz server / PostgreSQL | DB commits/req | new DB sessions | connections per worker |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = []
     for name, scenario in result["scenarios"].items():
@@ -147,12 +171,18 @@ def cpu_table(result: dict[str, Any]) -> str:
             db = (r.get("db") or {}).get("per_request") or {}
             spread = (r.get("server") or {}).get("connections_per_worker") or []
             server = cpu.get("server") if target != "raw" else None
+            counters = r.get("counters") or {}
+            on_server, on_pg = counters.get("server") or {}, counters.get("postgres") or {}
             rows.append(
                 f"| {name} | {target} | {_num(server)} | {_num(cpu.get('postgres'))} | "
                 f"{_num(cpu.get('harness'))} | {_num(cpu.get('machine'))} | "
                 f"{_num(cpu.get('foreign'))} | "
                 f"{_num(per.get('server') if target != 'raw' else None, 2)} | "
-                f"{_num(per.get('postgres'), 2)} | {_num(db.get('commits'), 2)} | "
+                f"{_num(per.get('postgres'), 2)} | "
+                f"{_num(on_server.get('minstr_per_request'), 2)} | "
+                f"{_num(on_pg.get('minstr_per_request'), 2)} | "
+                f"{_num(on_server.get('ghz'), 2)} / {_num(on_pg.get('ghz'), 2)} | "
+                f"{_num(db.get('commits'), 2)} | "
                 f"{_num((r.get('db') or {}).get('sessions_opened'))} | "
                 f"{' / '.join(map(str, spread)) if spread else '-'} |"
             )
@@ -229,7 +259,8 @@ def update_readme() -> None:
             + table(result)
             + "\nWhere the time went, over each measurement: CPU in % of one core (the machine "
             'has two: 200 % is all of it; "load generator" is the harness\'s processes, '
-            '"other programs" what else ran), CPU per request, database commits per request '
+            '"other programs" what else ran), CPU per request, instructions per request and '
+            "the speed the processes ran at (hardware counters), database commits per request "
             "and database connections opened (warm-up included):\n\n" + cpu_table(result)
         )
         text = _replace(text, "results", body)

@@ -1,0 +1,34 @@
+"""The benchmark's report flags measurements taken while the machine ran slow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import procs, report
+
+
+def _scenario(sdms_ghz: float | None, floor_ghz: float | None) -> dict[str, Any]:
+    def measured(ghz: float | None) -> dict[str, Any]:
+        return {"counters": {"server": {"ghz": ghz}, "postgres": {"ghz": 1.0}}}
+
+    return {"sdms": measured(sdms_ghz), "floor": measured(floor_ghz), "raw": measured(None)}
+
+
+def test_a_server_slower_than_most_of_the_runs_fastest_is_flagged() -> None:
+    flags = report.speed_flags(
+        {"get": _scenario(2.5, 2.4), "list": _scenario(1.9, 2.45), "create": _scenario(2.1, 2.0)}
+    )
+    assert flags == [
+        "list/sdms: the server ran at 1.90 GHz, against 2.50 at the run's fastest "
+        "(a slow moment of the machine)"
+    ]
+
+
+def test_no_counters_no_flags() -> None:
+    assert report.speed_flags({"get": _scenario(None, None)}) == []
+
+
+def test_speed_per_request_from_the_counts() -> None:
+    counts = {"instructions": 2.4e9, "cycles": 1.2e9, "task-clock": 600.0}
+    assert procs.speed(counts, 1000) == {"minstr_per_request": 2.4, "ghz": 2.0, "ipc": 2.0}
+    assert procs.speed({}, 1000) == {"minstr_per_request": None, "ghz": None, "ipc": None}
