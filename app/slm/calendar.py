@@ -32,7 +32,7 @@ import itertools
 import operator
 import re
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -596,6 +596,25 @@ def working_us(calendar: WorkingCalendar, start: datetime, end: datetime) -> int
     if calendar.always_on:
         return end_us - start_us
     return _engine(calendar).working_us(start_us, end_us)
+
+
+def working_us_until(calendar: WorkingCalendar, end: datetime) -> Callable[[datetime], int]:
+    """`working_us(calendar, start, end)` as a function of `start`, for many starts and one
+    end (a page of clocks as of now): the end and the calendar's engine are looked up once."""
+    end_us = _to_us(end)
+    if calendar.always_on:
+
+        def always(start: datetime) -> int:
+            return max(end_us - _to_us(start), 0)
+
+        return always
+    engine = _engine(calendar)
+
+    def worked(start: datetime) -> int:
+        start_us = _to_us(start)
+        return engine.working_us(start_us, end_us) if end_us > start_us else 0
+
+    return worked
 
 
 def working_time(calendar: WorkingCalendar, start: datetime, end: datetime) -> timedelta:

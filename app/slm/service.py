@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ from app.slm.calendar import (
     elapsed_seconds,
     format_week,
     parse_week,
+    working_us_until,
 )
 from app.slm.clocks import Clock, Kind, Mode, Moment
 from app.slm.config import SlmConfig, Target, snapshot
@@ -567,14 +568,15 @@ async def sla_of(
 ) -> list[list[ClockView]]:
     """The `sla` field of each of these incidents (the values of their SHOWN_COLUMNS), as of
     `now`. Only a running clock needs its calendar, parsed once per process (a calendar
-    version this process has not seen is read from a clock that has it)."""
+    version this process has not seen is read from a clock that has it), and its working
+    time until `now` (one `working_us_until` per calendar and page)."""
     needed = {
         (str(values[start + _CALENDAR_ID]), values[start + _CALENDAR_VERSION])
         for values in incidents
         for _, start in _KINDS_AT
         if values[start + _RUNNING_SINCE] is not None
     }
-    calendars = {}
+    until_now = {}
     for key in needed:
         calendar = _parsed.get(key)
         if calendar is None:
@@ -583,12 +585,12 @@ async def sla_of(
                 conn, {"calendar_id": uuid.UUID(calendar_id), "calendar_version": version}
             )
             calendar = working_calendar(found.calendar)
-        calendars[key] = calendar
-    return [_views_of(values, now, calendars) for values in incidents]
+        until_now[key] = working_us_until(calendar, now)
+    return [_views_of(values, until_now) for values in incidents]
 
 
 def _views_of(
-    values: Sequence[Any], now: datetime, calendars: Mapping[tuple[str, int], WorkingCalendar]
+    values: Sequence[Any], until_now: Mapping[tuple[str, int], Callable[[datetime], int]]
 ) -> list[ClockView]:
     views = []
     for kind, start in _KINDS_AT:
@@ -606,9 +608,8 @@ def _views_of(
         if agreement_id is None:
             continue
         elapsed = closed_us
-        if running_since is not None:
-            calendar = calendars[str(calendar_id), calendar_version]
-            elapsed = clocks.live_elapsed_us(calendar, closed_us, running_since, now)
+        if running_since is not None:  # the running segment, as clocks.live_elapsed_us counts it
+            elapsed += until_now[str(calendar_id), calendar_version](running_since)
         state, breached = clocks.state_of(mode, target_seconds, elapsed)
         views.append(
             {

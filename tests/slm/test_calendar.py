@@ -19,6 +19,8 @@ from app.slm.calendar import (
     format_week,
     parse_week,
     working_time,
+    working_us,
+    working_us_until,
 )
 from tests.slm.calendar_reference import ReferenceCalendar
 
@@ -190,6 +192,20 @@ def test_elapsed_matches_reference(data: st.DataObject) -> None:
     if b > a:
         assert elapsed_seconds(cal, b, a) == 0
         assert working_time(cal, b, a) == timedelta(0)
+
+
+@SMALLER
+@given(data=st.data())
+def test_working_time_until_one_end_matches_each_span(data: st.DataObject) -> None:
+    """A page of clocks counts their running segments up to one `now` (`working_us_until`):
+    the same working time as each span on its own, zero for a start at or after the end."""
+    case = data.draw(cases())
+    cal = case.calendar()
+    end = data.draw(instants(case))
+    until_end = working_us_until(cal, end)
+    for _ in range(5):
+        start = data.draw(instants(case)) + timedelta(microseconds=data.draw(micro_jitter))
+        assert until_end(start) == working_us(cal, start, end)
 
 
 @MAIN
