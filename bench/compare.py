@@ -83,11 +83,6 @@ def tree_of(revision: str, run_dir: Path) -> tuple[Path, str]:
     return tree, commit[:10]
 
 
-def server_pids(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    return [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
-
-
 class Comparison:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -162,7 +157,7 @@ class Comparison:
             result = self.run_dir / f"{label}-{n}.result.json"
             warmup, duration = self.args.warmup, self.args.duration
             spec.write_bytes(load.http_spec(port, self.args.concurrency, warmup, duration))
-            pids = server_pids(server.pid)
+            pids = server.workers()  # the supervisor too
             loadgen = subprocess.Popen(
                 [sys.executable, "-m", "bench.loadgen", str(spec), str(result)],
                 cwd=ROOT,
@@ -171,10 +166,7 @@ class Comparison:
             time.sleep(warmup + 0.5)  # count the measured seconds only
             seconds = duration - 1.0
             cpu_before = sum(procs.cpu_seconds(pids).values())
-            postgres = subprocess.run(
-                ["pgrep", "-d,", "-x", "postgres"], capture_output=True, text=True, check=False
-            ).stdout.strip()
-            pg_pids = [int(p) for p in postgres.split(",") if p]
+            pg_pids = procs.descendants(self.pg.postmaster_pid())  # this run's server only
             pg_before = procs.cpu_seconds(pg_pids)
             on_server = procs.PerfStat(pids).start()
             on_postgres = procs.PerfStat(pg_pids).start()

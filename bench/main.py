@@ -167,7 +167,7 @@ class Bench:
 
     def postmaster_pid(self) -> int:
         assert self.pg is not None
-        return int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
+        return self.pg.postmaster_pid()
 
     def start_sdms(self) -> Server:
         server = procs.sdms_server(
@@ -374,10 +374,9 @@ class Bench:
     def _count_hardware(self, server: Server | None) -> dict[str, procs.PerfStat]:
         """Hardware counters for the measured seconds: the server's processes and
         PostgreSQL's (procs.PerfStat)."""
-        postgres = procs.subtree(procs.process_table(), self.postmaster_pid())
-        counters = {"postgres": procs.PerfStat(postgres).start()}
+        counters = {"postgres": procs.PerfStat(procs.descendants(self.postmaster_pid())).start()}
         if server is not None:
-            counters["server"] = procs.PerfStat([server.pid, *server.workers()]).start()
+            counters["server"] = procs.PerfStat(server.workers()).start()  # the supervisor too
         return counters
 
     @staticmethod

@@ -376,6 +376,7 @@ class Server:
         return self.proc.pid
 
     def workers(self) -> list[int]:
+        """The server's processes: its own and every one below it (the workers)."""
         return descendants(self.pid)
 
     def stop(self) -> None:

@@ -111,6 +111,10 @@ class PostgresServer:
         )
         return self.url(name)
 
+    def postmaster_pid(self) -> int:
+        """The server's own process (its backends are its children)."""
+        return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+
     def url(self, database: str = "postgres", driver: str = "asyncpg") -> str:
         suffix = f"+{driver}" if driver else ""
         return f"postgresql{suffix}://{self.user}@127.0.0.1:{self.port}/{database}"
