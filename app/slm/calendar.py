@@ -233,12 +233,14 @@ def format_week(week: Week) -> dict[str, list[list[str]]]:
 
 
 def _to_us(value: datetime) -> int:
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a timezone-aware datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("datetime must be timezone-aware")
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * _US_PER_S + delta.microseconds
+    try:
+        return (value - _EPOCH) // _ONE_US  # two C operations (a hot path: a page's clocks)
+    except TypeError:
+        if not isinstance(value, datetime):
+            raise TypeError(
+                f"expected a timezone-aware datetime, got {type(value).__name__}"
+            ) from None
+        raise ValueError("datetime must be timezone-aware") from None
 
 
 def _from_us(value: int) -> datetime:
@@ -434,7 +436,8 @@ class _Engine:
 
     def day_of(self, instant: int) -> int:
         """Local day ``D`` with ``mid(D) <= instant < mid(D + 1)``."""
-        guess = datetime.fromtimestamp(instant // _US_PER_S, self._zone).toordinal()
+        # The UTC day, at most one day off (offsets are below 24 h); ``mid`` is remembered.
+        guess = instant // _US_PER_DAY + _EPOCH_ORD
         while instant < self.mid(guess):
             guess -= 1
         while instant >= self.mid(guess + 1):
@@ -609,10 +612,21 @@ def working_us_until(calendar: WorkingCalendar, end: datetime) -> Callable[[date
 
         return always
     engine = _engine(calendar)
+    segments, day_of, last = engine.segments, engine.day_of, engine.day_of(end_us)
+    after: dict[int, int] = {}  # local day -> working time from its end to `end`
 
     def worked(start: datetime) -> int:
         start_us = _to_us(start)
-        return engine.working_us(start_us, end_us) if end_us > start_us else 0
+        if start_us >= end_us:
+            return 0
+        day = day_of(start_us)
+        total = _clipped(segments(day)[0], start_us, end_us)
+        if day != last:
+            rest = after.get(day)
+            if rest is None:
+                rest = after[day] = engine.working_us(engine.mid(day + 1), end_us)
+            total += rest
+        return total
 
     return worked
 
