@@ -101,6 +101,16 @@ def test_hold_time_is_measured_in_business_time_not_wall_clock() -> None:
     )
 
 
+def test_used_percent_is_rounded_to_hundredths() -> None:
+    hour = 3600 * 10**6
+    assert used_percent(2 * hour, 3 * 3600) == 66.67
+    assert used_percent(hour // 3, 3600) == 33.33
+    assert used_percent(0, 3600) == 0.0
+    assert used_percent(hour * 12_345 // 10_000, 3600) == 123.45  # past the target
+    assert used_percent(36_540_000, 3600) == 1.02  # exactly 1.015 %: the half to even
+    assert used_percent(1, 3600) == 0.0  # a microsecond of an hour
+
+
 def test_a_stopped_clock_is_met_or_breached() -> None:
     met = clock(segments=((T0, T0 + 3 * H),), mode=Mode.stopped)
     elapsed = elapsed_closed_us(met)
