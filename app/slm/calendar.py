@@ -33,7 +33,7 @@ import operator
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -147,6 +147,13 @@ class WorkingCalendar:
     always_on: bool = False
     week: Week = _EMPTY_WEEK
     holidays: frozenset[date] = frozenset()
+    # Computed once: the engine of a calendar is looked up by it on every call (a create
+    # starts clocks with four), and hashing the week's tuples again each time cost ~3k
+    # instructions.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __post_init__(self) -> None:
         _load_zone(self.timezone)
@@ -160,6 +167,8 @@ class WorkingCalendar:
             object.__setattr__(self, "holidays", holidays)
         if not self.always_on and not any(week):
             raise ValueError("calendar has no working hours (and is not always_on)")
+        fields = (self.timezone, self.always_on, self.week, self.holidays)
+        object.__setattr__(self, "_hash", hash(fields))
 
 
 def _parse_hhmm(value: object, day: str) -> int:
