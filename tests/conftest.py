@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from httpx import ASGITransport, AsyncClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import select, text
 
 from app.core.clock import ManualClock
@@ -36,6 +37,11 @@ ADMIN_KEY = "sdms_test_bootstrap_admin_key"
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 BACKENDS = ["sqlite", "postgresql"]
+
+# No deadline for property tests: how long an example takes says nothing about its outcome,
+# and on a busy two-core machine one of them took 383 ms against hypothesis' default 200.
+hypothesis_settings.register_profile("sdms", deadline=None)
+hypothesis_settings.load_profile("sdms")
 
 
 def _postgres_required() -> bool:
