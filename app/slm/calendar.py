@@ -612,7 +612,9 @@ def working_us(calendar: WorkingCalendar, start: datetime, end: datetime) -> int
 
 def working_us_until(calendar: WorkingCalendar, end: datetime) -> Callable[[datetime], int]:
     """`working_us(calendar, start, end)` as a function of `start`, for many starts and one
-    end (a page of clocks as of now): the end and the calendar's engine are looked up once."""
+    end (a page of clocks as of now): the end and the calendar's engine are looked up once, and
+    each local day's working time from its end to `end` is counted once (a start then costs
+    the clip of its own day)."""
     end_us = _to_us(end)
     if calendar.always_on:
 
