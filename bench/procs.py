@@ -356,7 +356,7 @@ class Server:
         self.log_path = log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_path: str) -> Server:
+    def start(self, ready_path: str, timeout: float = 60.0) -> Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -367,7 +367,11 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_http(self.port, ready_path, proc=self.proc)
+        try:
+            wait_http(self.port, ready_path, timeout, proc=self.proc)
+        except BaseException:
+            self.stop()  # a server that never got ready is not left running
+            raise
         return self
 
     @property

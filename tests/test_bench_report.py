@@ -1,8 +1,13 @@
-"""The benchmark's report flags measurements taken while the machine ran slow."""
+"""The benchmark harness: its report flags measurements taken while the machine ran slow, and
+it leaves no server behind."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bench import procs, report
 
@@ -32,3 +37,16 @@ def test_speed_per_request_from_the_counts() -> None:
     counts = {"instructions": 2.4e9, "cycles": 1.2e9, "task-clock": 600.0}
     assert procs.speed(counts, 1000) == {"minstr_per_request": 2.4, "ghz": 2.0, "ipc": 2.0}
     assert procs.speed({}, 1000) == {"minstr_per_request": None, "ghz": None, "ipc": None}
+
+
+def test_a_server_that_never_gets_ready_is_not_left_running(tmp_path: Path) -> None:
+    # bench/compare once left such a server running for the rest of the session (a revision
+    # whose schema was not the database's), where it took CPU from the runs after it.
+    command = [sys.executable, "-c", "import time; time.sleep(600)"]
+    server = procs.Server("never", command, {}, procs.free_port(), tmp_path / "never.log")
+    try:
+        with pytest.raises(RuntimeError, match="did not answer /readyz"):
+            server.start("/readyz", timeout=0.5)
+        assert server.proc is not None and server.proc.poll() is not None
+    finally:
+        server.stop()  # this test's own failure leaves nothing behind either
