@@ -155,10 +155,11 @@ def table(result: dict[str, Any]) -> str:
 def cpu_table(result: dict[str, Any]) -> str:
     """Where the two cores went during each measurement (percent of one core)."""
     head = (
-        "| scenario | target | server | PostgreSQL | load generator | machine | other programs "
-        "| server CPU ms/req | PostgreSQL CPU ms/req | server M instr/req | PostgreSQL M instr/req "
-        "| GHz server / PostgreSQL | DB commits/req | new DB sessions | connections per worker |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| scenario | target | server | PostgreSQL | load generator | kernel threads | machine "
+        "| other programs | server CPU ms/req | PostgreSQL CPU ms/req | server M instr/req "
+        "| PostgreSQL M instr/req | GHz server / PostgreSQL | DB commits/req | new DB sessions "
+        "| connections per worker |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = []
     for name, scenario in result["scenarios"].items():
@@ -175,7 +176,8 @@ def cpu_table(result: dict[str, Any]) -> str:
             on_server, on_pg = counters.get("server") or {}, counters.get("postgres") or {}
             rows.append(
                 f"| {name} | {target} | {_num(server)} | {_num(cpu.get('postgres'))} | "
-                f"{_num(cpu.get('harness'))} | {_num(cpu.get('machine'))} | "
+                f"{_num(cpu.get('harness'))} | {_num(cpu.get('kernel'))} | "
+                f"{_num(cpu.get('machine'))} | "
                 f"{_num(cpu.get('foreign'))} | "
                 f"{_num(per.get('server') if target != 'raw' else None, 2)} | "
                 f"{_num(per.get('postgres'), 2)} | "
@@ -259,6 +261,7 @@ def update_readme() -> None:
             + table(result)
             + "\nWhere the time went, over each measurement: CPU in % of one core (the machine "
             'has two: 200 % is all of it; "load generator" is the harness\'s processes, '
+            '"kernel threads" the kernel\'s own (durable commits reach the disk through them), '
             '"other programs" what else ran), CPU per request, instructions per request and '
             "the speed the processes ran at (hardware counters), database commits per request "
             "and database connections opened (warm-up included):\n\n" + cpu_table(result)

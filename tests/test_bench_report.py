@@ -3,6 +3,7 @@ it leaves no server behind."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,42 @@ def test_a_server_that_never_gets_ready_is_not_left_running(tmp_path: Path) -> N
         assert server.proc is not None and server.proc.poll() is not None
     finally:
         server.stop()  # this test's own failure leaves nothing behind either
+
+
+def test_kernel_threads_are_told_from_processes() -> None:
+    table = procs.process_table()
+    assert not table[os.getpid()].kernel
+    assert table[os.getpid()].ppid == os.getppid()
+    if any(proc.kernel for proc in table.values()):  # a container may show none
+        assert table[2].kernel  # kthreadd
+
+
+def test_the_kernels_threads_are_counted_apart() -> None:
+    watch = procs.Watch(server=None, postgres=os.getpid()).start()
+    watch.stop()
+    kernel = {pid for pid, proc in procs.process_table().items() if proc.kernel}
+    assert set(watch.cpu["kernel"].last) <= kernel | set(watch.cpu["kernel"].first)
+    if kernel:
+        assert watch.cpu["kernel"].last
+    assert os.getpid() in watch.cpu["postgres"].last
+    assert os.getpid() not in watch.cpu["kernel"].last
+
+
+def test_the_kernels_threads_are_not_other_programs() -> None:
+    # A write scenario's raw limit keeps the kernel's threads busy with its commits: that is
+    # not another program disturbing the measurement.
+    watch = procs.Watch(server=None, postgres=0)
+    seconds = {"server": 0, "postgres": 80, "harness": 40, "kernel": 15}
+    for name, used in seconds.items():
+        group = watch.cpu[name] = procs.CpuGroup()
+        group.first, group.last = {1: 0}, {1: used * procs.CLOCK_TICKS // 100}
+    watch.started_at, watch.stopped_at = 0.0, 1.0
+    watch.machine_start, watch.machine_end = 0, 140 * procs.CLOCK_TICKS // 100
+    assert watch.cpu_percent() == {
+        "server": 0.0,
+        "postgres": 80.0,
+        "harness": 40.0,
+        "kernel": 15.0,
+        "machine": 140.0,
+        "foreign": 5.0,
+    }
