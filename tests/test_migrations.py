@@ -263,3 +263,77 @@ async def test_0006_copies_the_clocks_onto_their_incidents(
         expected = shown(clocks)
         assert {name: row[name] for name in expected} == expected
         assert expected["sla_resolution_running_since"] == now
+
+
+async def _foreign_keys(url: str, table: str) -> list[tuple[Any, ...]]:
+    engine = create_async_engine(url, poolclass=NullPool)
+
+    def read(connection: Connection) -> list[tuple[Any, ...]]:
+        keys = inspect(connection).get_foreign_keys(table)
+        return sorted(
+            (
+                k["name"],
+                tuple(k["constrained_columns"]),
+                k["referred_table"],
+                tuple(k["referred_columns"]),
+            )
+            for k in keys
+        )
+
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(read)
+    finally:
+        await engine.dispose()
+
+
+async def test_0007_keeps_the_clocks_and_gives_back_their_foreign_keys(
+    pg_server: PostgresServer | None, tmp_path: Path
+) -> None:
+    """Clocks written before 0007 survive it (SQLite rebuilds the table); after it a clock
+    names its agreement and calendar without foreign keys, and going back to 0006 restores
+    exactly the foreign keys 0006 had."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import insert, select
+
+    from app.core.ids import new_id
+    from app.slm.models import sla_clocks
+
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    made: dict[str, Any] = {}
+
+    async def write(conn: Any) -> None:
+        made.update(await _incident_under_an_agreement(conn, now))
+        await conn.execute(
+            insert(sla_clocks).values(_clock(made, now, kind="response", calendar_version=3))
+        )
+
+    for n, url in enumerate(_urls(pg_server, tmp_path, "labels")):
+        before = _urls(None, tmp_path, f"at_0006_{n}")[0]  # a fresh database at 0006
+        await asyncio.to_thread(upgrade, before, "0006")
+        at_0006 = await _foreign_keys(before, "sla_clocks")
+        assert {key[1] for key in at_0006} == {
+            ("incident_id",),
+            ("agreement_id",),
+            ("calendar_id",),
+        }
+
+        await _written_before(url, "0006", write)
+        [clock] = await _read(url, select(sla_clocks.c.kind, sla_clocks.c.agreement_id))
+        assert tuple(clock) == ("response", made["agreement"])
+        assert [key[1] for key in await _foreign_keys(url, "sla_clocks")] == [("incident_id",)]
+        engine = create_async_engine(url, poolclass=NullPool)
+        async with engine.begin() as conn:  # a label may name a row that is not there
+            await conn.execute(
+                insert(sla_clocks).values(
+                    _clock(made, now, kind="resolution", agreement_id=new_id(), calendar_version=3)
+                )
+            )
+            await conn.execute(sla_clocks.delete().where(sla_clocks.c.kind == "resolution"))
+        await engine.dispose()
+
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0006")
+        assert await _foreign_keys(url, "sla_clocks") == at_0006
+        assert len(await _read(url, select(sla_clocks))) == 1
