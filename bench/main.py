@@ -363,7 +363,16 @@ class Bench:
             )
             + f"  new DB sessions {result['db']['sessions_opened']}"
             + (f"  conns/worker {spread}" if spread else "")
-            + (f"  [other programs: {cpu['foreign']:.0f} %]" if cpu["foreign"] > 15 else "")
+            + (
+                f"  [other programs: {cpu['foreign']:.0f} %]"
+                if cpu["foreign"] > report.FOREIGN_LIMIT
+                else ""
+            )
+            + (
+                f"  [kernel threads: {cpu['kernel']:.0f} %]"
+                if cpu["kernel"] > report.KERNEL_LIMIT
+                else ""
+            )
             + ("  (ran out of targets)" if result["exhausted"] else "")
         )
         if result["errors"]:

@@ -33,19 +33,30 @@ def free_port() -> int:
 # --- /proc ----------------------------------------------------------------------------------
 
 
+def stat_fields(raw: str) -> list[str]:
+    """The fields of a /proc/PID/stat line from field 3 (state) on: the command name (field 2)
+    may contain spaces and parentheses, so the line is split after its last ')'."""
+    return raw[raw.rindex(")") + 2 :].split()
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        return stat_fields(Path(f"/proc/{pid}/stat").read_text())
     except OSError:
         return None
-    # The command name (field 2) may contain spaces; everything after its ')' is split safely.
-    return raw[raw.rindex(")") + 2 :].split()
 
 
 class Proc(NamedTuple):
     ppid: int
     ticks: int  # user + system CPU so far
     kernel: bool  # a kernel thread
+
+    @classmethod
+    def of(cls, fields: list[str]) -> Proc:
+        """From `stat_fields`: ppid, flags, utime and stime are fields 4, 9, 14 and 15."""
+        return cls(
+            int(fields[1]), int(fields[11]) + int(fields[12]), bool(int(fields[6]) & PF_KTHREAD)
+        )
 
 
 def process_table() -> dict[int, Proc]:
@@ -56,12 +67,7 @@ def process_table() -> dict[int, Proc]:
             continue
         fields = _stat_fields(int(entry.name))
         if fields is not None:
-            # ppid, flags, utime and stime are fields 4, 9, 14 and 15 of /proc/PID/stat
-            table[int(entry.name)] = Proc(
-                int(fields[1]),
-                int(fields[11]) + int(fields[12]),
-                bool(int(fields[6]) & PF_KTHREAD),
-            )
+            table[int(entry.name)] = Proc.of(fields)
     return table
 
 
@@ -378,9 +384,11 @@ class Server:
         self.port = port
         self.log_path = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False
 
     def start(self, ready_path: str, timeout: float = 60.0) -> Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.stopped = False
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command,
@@ -407,8 +415,10 @@ class Server:
         return descendants(self.pid)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None or self.stopped:
             return
+        self.stopped = True  # once: the group's id may be another's later
+        # The whole group, even when its leader has exited already: its workers may not have.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         try:

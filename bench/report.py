@@ -24,6 +24,9 @@ GOALS: dict[str, dict[str, float]] = {
     "comment": {},
 }
 FOREIGN_LIMIT = 15.0  # other programs' CPU (percent of a core) that flags a measurement
+# The kernel's threads' CPU that flags one: the raw limit's thousands of durable commits a
+# second keep them at 10-20 %; more is likely another program's I/O.
+KERNEL_LIMIT = 30.0
 # A server's processes that ran at less than this share of the run's fastest (in GHz: cycles
 # per CPU second, procs.PerfStat) flag their measurement: the host lent the CPU elsewhere.
 SLOW_SHARE = 0.8
@@ -79,6 +82,11 @@ def flags_of(name: str, scenario: dict[str, Any]) -> list[str]:
         if foreign > FOREIGN_LIMIT:
             flags.append(
                 f"{name}/{target}: other programs used {foreign:.0f} % of a core meanwhile"
+            )
+        kernel = (result.get("cpu_percent") or {}).get("kernel") or 0.0
+        if kernel > KERNEL_LIMIT:
+            flags.append(
+                f"{name}/{target}: the kernel's threads used {kernel:.0f} % of a core meanwhile"
             )
         if result.get("exhausted"):
             flags.append(

@@ -3,8 +3,11 @@ it leaves no server behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,29 +56,84 @@ def test_a_server_that_never_gets_ready_is_not_left_running(tmp_path: Path) -> N
         server.stop()  # this test's own failure leaves nothing behind either
 
 
+def test_the_workers_of_a_server_that_exited_are_stopped_too(tmp_path: Path) -> None:
+    # The server's own process ends at once and leaves a "worker" behind in its group.
+    pid_file = tmp_path / "worker.pid"
+    code = (
+        "import subprocess, sys; "
+        "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(w.pid)); sys.exit(3)"
+    )
+    server = procs.Server(
+        "early", [sys.executable, "-c", code], {}, procs.free_port(), tmp_path / "e.log"
+    )
+    try:
+        with pytest.raises(RuntimeError, match="exited with 3"):
+            server.start("/readyz", timeout=10)
+        worker = int(pid_file.read_text())
+        for _ in range(100):  # it is not our child: it is gone when /proc no longer has it
+            state = _stat(worker)
+            if not state or state.split(") ")[1].startswith("Z"):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the worker {worker} still runs")
+    finally:
+        with contextlib.suppress(Exception):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_proc_stat_line_is_read_by_its_fields() -> None:
+    # A command name may hold spaces and parentheses; 0x208040 is kthreadd's flags here.
+    line = "2 (odd) (name) S 7 0 0 0 -1 2129984 0 0 0 0 5 3 0 0 20 0 1 0 13 0 0"
+    assert procs.Proc.of(procs.stat_fields(line)) == procs.Proc(ppid=7, ticks=8, kernel=True)
+    line = "4242 (python3) R 1 4242 4242 0 -1 4194560 0 0 0 0 120 30 0 0 20 0 1 0 9 0 0"
+    assert procs.Proc.of(procs.stat_fields(line)) == procs.Proc(ppid=1, ticks=150, kernel=False)
+
+
+def _shows_kernel_threads() -> bool:
+    """Whether this machine's /proc shows the kernel's threads (a container's may not)."""
+    try:
+        return Path("/proc/2/comm").read_text().strip() == "kthreadd"
+    except OSError:
+        return False
+
+
 def test_kernel_threads_are_told_from_processes() -> None:
     table = procs.process_table()
     assert not table[os.getpid()].kernel
     assert table[os.getpid()].ppid == os.getppid()
-    if any(proc.kernel for proc in table.values()):  # a container may show none
-        assert table[2].kernel  # kthreadd
+    if _shows_kernel_threads():
+        assert table[2].kernel
 
 
 def test_the_kernels_threads_are_counted_apart() -> None:
     watch = procs.Watch(server=None, postgres=os.getpid()).start()
     watch.stop()
-    kernel = {pid for pid, proc in procs.process_table().items() if proc.kernel}
-    assert set(watch.cpu["kernel"].last) <= kernel | set(watch.cpu["kernel"].first)
-    if kernel:
-        assert watch.cpu["kernel"].last
+    assert set(watch.cpu_percent()) == {
+        "server", "postgres", "harness", "kernel", "machine", "foreign"
+    }  # fmt: skip
+    counted = set(watch.cpu["kernel"].last)
+    assert os.getpid() not in counted
     assert os.getpid() in watch.cpu["postgres"].last
-    assert os.getpid() not in watch.cpu["kernel"].last
+    if _shows_kernel_threads():
+        assert 2 in counted
+        assert all(
+            procs.Proc.of(procs.stat_fields(_stat(pid))).kernel for pid in counted if _stat(pid)
+        )
+
+
+def _stat(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""  # ended since
 
 
 def test_the_kernels_threads_are_not_other_programs() -> None:
     # A write scenario's raw limit keeps the kernel's threads busy with its commits: that is
     # not another program disturbing the measurement.
-    watch = procs.Watch(server=None, postgres=0)
+    watch = procs.Watch(server=None, postgres=-1)
     seconds = {"server": 0, "postgres": 80, "harness": 40, "kernel": 15}
     for name, used in seconds.items():
         group = watch.cpu[name] = procs.CpuGroup()
@@ -90,3 +148,13 @@ def test_the_kernels_threads_are_not_other_programs() -> None:
         "machine": 140.0,
         "foreign": 5.0,
     }
+
+
+def test_busy_kernel_threads_flag_a_measurement() -> None:
+    def measured(kernel: float) -> dict[str, Any]:
+        return {"cpu_percent": {"kernel": kernel}, "foreign_cpu_percent": 2.0}
+
+    scenario = {"sdms": measured(4.0), "floor": measured(45.0), "raw": measured(16.0)}
+    assert report.flags_of("create", scenario) == [
+        "create/floor: the kernel's threads used 45 % of a core meanwhile"
+    ]
