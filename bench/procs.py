@@ -39,7 +39,8 @@ def stat_fields(raw: str) -> list[str]:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def read_stat_fields(pid: int) -> list[str] | None:
+    """`stat_fields` of a process, or None when it has ended."""
     try:
         return stat_fields(Path(f"/proc/{pid}/stat").read_text())
     except OSError:
@@ -65,7 +66,7 @@ def process_table() -> dict[int, Proc]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _stat_fields(int(entry.name))
+        fields = read_stat_fields(int(entry.name))
         if fields is not None:
             table[int(entry.name)] = Proc.of(fields)
     return table
@@ -75,9 +76,9 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
     """User + system CPU seconds so far of each of these processes still running."""
     seconds = {}
     for pid in pids:
-        fields = _stat_fields(pid)
+        fields = read_stat_fields(pid)
         if fields is not None:
-            seconds[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            seconds[pid] = Proc.of(fields).ticks / CLOCK_TICKS
     return seconds
 
 

@@ -72,8 +72,8 @@ def test_the_workers_of_a_server_that_exited_are_stopped_too(tmp_path: Path) -> 
             server.start("/readyz", timeout=10)
         worker = int(pid_file.read_text())
         for _ in range(100):  # it is not our child: it is gone when /proc no longer has it
-            state = _stat(worker)
-            if not state or state.split(") ")[1].startswith("Z"):
+            fields = procs.read_stat_fields(worker)
+            if fields is None or fields[0] == "Z":
                 break
             time.sleep(0.05)
         else:
@@ -118,16 +118,8 @@ def test_the_kernels_threads_are_counted_apart() -> None:
     assert os.getpid() in watch.cpu["postgres"].last
     if _shows_kernel_threads():
         assert 2 in counted
-        assert all(
-            procs.Proc.of(procs.stat_fields(_stat(pid))).kernel for pid in counted if _stat(pid)
-        )
-
-
-def _stat(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""  # ended since
+        now = (procs.read_stat_fields(pid) for pid in counted)
+        assert all(procs.Proc.of(fields).kernel for fields in now if fields is not None)
 
 
 def test_the_kernels_threads_are_not_other_programs() -> None:
