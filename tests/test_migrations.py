@@ -37,13 +37,18 @@ async def _differences(url: str) -> list[Any]:
         await engine.dispose()
 
 
-async def _tables(url: str) -> set[str]:
+async def _inspected(url: str, read: Callable[[Any], Any]) -> Any:
+    """What `read` finds with an inspector of the database at `url`."""
     engine = create_async_engine(url, poolclass=NullPool)
     try:
         async with engine.connect() as connection:
-            return set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+            return await connection.run_sync(lambda c: read(inspect(c)))
     finally:
         await engine.dispose()
+
+
+async def _tables(url: str) -> set[str]:
+    return set(await _inspected(url, lambda inspector: inspector.get_table_names()))
 
 
 async def test_upgrade_on_empty_postgresql_yields_the_models_schema(
@@ -266,25 +271,16 @@ async def test_0006_copies_the_clocks_onto_their_incidents(
 
 
 async def _foreign_keys(url: str, table: str) -> list[tuple[Any, ...]]:
-    engine = create_async_engine(url, poolclass=NullPool)
-
-    def read(connection: Connection) -> list[tuple[Any, ...]]:
-        keys = inspect(connection).get_foreign_keys(table)
-        return sorted(
-            (
-                k["name"],
-                tuple(k["constrained_columns"]),
-                k["referred_table"],
-                tuple(k["referred_columns"]),
-            )
-            for k in keys
+    keys = await _inspected(url, lambda inspector: inspector.get_foreign_keys(table))
+    return sorted(
+        (
+            k["name"],
+            tuple(k["constrained_columns"]),
+            k["referred_table"],
+            tuple(k["referred_columns"]),
         )
-
-    try:
-        async with engine.connect() as connection:
-            return await connection.run_sync(read)
-    finally:
-        await engine.dispose()
+        for k in keys
+    )
 
 
 async def test_0007_keeps_the_clocks_and_gives_back_their_foreign_keys(
