@@ -91,7 +91,8 @@ def create_app(
                 settings.database_url,
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
-            )
+            ),
+            concurrency=settings.worker_concurrency,
         )
         app.state.db = db
         stop = asyncio.Event()

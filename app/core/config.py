@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Everything but the operations endpoints lives under this path.
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     # A request holds one connection: size the pool for the requests in flight per process.
     db_pool_size: int = Field(default=20, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
+    # How many requests a worker process serves at once, each on a connection of the pool;
+    # later ones wait their turn in order of arrival. A process runs one request's Python at
+    # a time, so a few in flight keep it busy while others wait on the database; many more
+    # only share the CPU (with their database sessions) and make the slowest wait longer.
+    worker_concurrency: int = Field(default=4, ge=1, le=200)
     # Who holds an API key is cached per process while PostgreSQL notifies every change
     # (app/identity/principals.py); entries expire after this many seconds. 0: no cache.
     auth_cache_seconds: float = Field(default=60, ge=0, le=3600)
@@ -44,6 +49,15 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_region(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _concurrency_within_pool(self) -> Settings:
+        if self.worker_concurrency > self.db_pool_size:
+            raise ValueError(
+                f"SDMS_WORKER_CONCURRENCY ({self.worker_concurrency}) cannot exceed "
+                f"SDMS_DB_POOL_SIZE ({self.db_pool_size}): each request holds a connection"
+            )
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,0 +1,144 @@
+"""Requests take turns for their connection (`Database.request_connection`): at most
+`concurrency` at once per process, the others in order of arrival, and no turn is lost to a
+request that gave up waiting or whose connection failed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core.config import Settings
+from app.core.db import Database, create_engine
+from app.main import create_app
+
+
+@pytest.fixture
+async def two_at_once(database: Database) -> AsyncIterator[Database]:
+    """A second Database on the test's database: two requests at once, a pool of five."""
+    db = Database(
+        create_engine(str(database.engine.url), pool_size=5, max_overflow=0), concurrency=2
+    )
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+async def _settle() -> None:
+    """Let every task that can run without I/O, run: a request that finds no turn free waits
+    for one before any I/O, so afterwards it is surely waiting."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+class Requests:
+    """Requests on one Database, named, noting the order in which they got a connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.served: list[str] = []
+        self.tasks: dict[str, asyncio.Task[AsyncConnection]] = {}
+
+    async def arrive(self, *names: str) -> None:
+        """These requests arrive one after another, to find no turn free."""
+        for name in names:
+            self.tasks[name] = asyncio.create_task(self._take(name))
+            await _settle()
+
+    async def serve(self, *names: str) -> None:
+        """These requests arrive one after another, each to a free turn: each has its
+        connection before the next arrives."""
+        for name in names:
+            await self.arrive(name)
+            await self.connected(name)
+
+    async def _take(self, name: str) -> AsyncConnection:
+        conn = await self.db.request_connection()
+        self.served.append(name)
+        return conn
+
+    async def connected(self, *names: str) -> None:
+        """Wait until these requests have their connection (connecting is I/O)."""
+        for name in names:
+            await asyncio.wait_for(asyncio.shield(self.tasks[name]), 10)
+
+    def waiting(self) -> set[str]:
+        return {name for name, task in self.tasks.items() if not task.done()}
+
+    async def end(self, *names: str) -> None:
+        for name in names:
+            await self.db.end_request(await self.tasks[name])
+
+
+async def test_requests_beyond_the_concurrency_wait_their_turn_in_arrival_order(
+    two_at_once: Database,
+) -> None:
+    requests = Requests(two_at_once)
+    await requests.serve("a", "b")
+    await requests.arrive("c", "d", "e")
+    assert requests.waiting() == {"c", "d", "e"}
+
+    await requests.end("a")
+    # A newcomer arriving just as a turn is handed on does not take it from the first waiter.
+    await requests.arrive("f")
+    await requests.connected("c")
+    assert requests.waiting() == {"d", "e", "f"}
+
+    for ended, next_one in (("b", "d"), ("c", "e"), ("d", "f")):
+        await requests.end(ended)
+        await requests.connected(next_one)
+    assert requests.served == ["a", "b", "c", "d", "e", "f"]
+    await requests.end("e", "f")
+
+
+async def test_a_request_that_stops_waiting_gives_its_turn_on(two_at_once: Database) -> None:
+    requests = Requests(two_at_once)
+    await requests.serve("a", "b")
+    await requests.arrive("c", "d", "e")
+    requests.tasks["c"].cancel()  # gave up while waiting
+    await requests.end("a")  # the turn goes to d ...
+    requests.tasks["d"].cancel()  # ... which gives up before it has run again
+    await requests.connected("e")
+    assert requests.served == ["a", "b", "e"]
+    await requests.end("b", "e")
+    # Both turns are free again: two new requests are served at once.
+    await requests.serve("g", "h")
+    await requests.end("g", "h")
+
+
+async def test_a_request_whose_connection_fails_gives_its_turn_back(tmp_path: Path) -> None:
+    unreachable = f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'sdms.db'}"
+    db = Database(create_engine(unreachable, pool_size=1, max_overflow=0), concurrency=1)
+    try:
+        for _ in range(3):  # each fails: no turn is left taken
+            with pytest.raises(Exception, match="unable to open database file"):
+                await asyncio.wait_for(db.request_connection(), 10)
+    finally:
+        await db.dispose()
+
+
+async def test_the_service_serves_as_many_requests_at_once_as_configured(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sdms.db'}"
+    settings = Settings(database_url=url, embedded_worker=False, worker_concurrency=1)
+    app = create_app(settings, jobs=[])
+    async with app.router.lifespan_context(app):
+        requests = Requests(app.state.db)
+        await requests.serve("a")
+        await requests.arrive("b")
+        assert requests.waiting() == {"b"}
+        await requests.end("a")
+        await requests.connected("b")
+        await requests.end("b")
+
+
+def test_the_concurrency_cannot_exceed_the_pool() -> None:
+    assert Settings().worker_concurrency == 4
+    with pytest.raises(ValidationError, match="SDMS_WORKER_CONCURRENCY"):
+        Settings(db_pool_size=3, worker_concurrency=4)
