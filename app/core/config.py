@@ -52,7 +52,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _concurrency_within_pool(self) -> Settings:
-        if self.worker_concurrency > self.db_pool_size:
+        if "worker_concurrency" not in self.model_fields_set:  # the default fits any pool
+            self.worker_concurrency = min(self.worker_concurrency, self.db_pool_size)
+        elif self.worker_concurrency > self.db_pool_size:
             raise ValueError(
                 f"SDMS_WORKER_CONCURRENCY ({self.worker_concurrency}) cannot exceed "
                 f"SDMS_DB_POOL_SIZE ({self.db_pool_size}): each request holds a connection"

@@ -140,5 +140,6 @@ async def test_the_service_serves_as_many_requests_at_once_as_configured(
 
 def test_the_concurrency_cannot_exceed_the_pool() -> None:
     assert Settings().worker_concurrency == 4
+    assert Settings(db_pool_size=3).worker_concurrency == 3  # the default fits a smaller pool
     with pytest.raises(ValidationError, match="SDMS_WORKER_CONCURRENCY"):
         Settings(db_pool_size=3, worker_concurrency=4)
