@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
@@ -165,18 +166,21 @@ class Database:
         # PostgreSQL: requests' connections kept checked out between requests, in autocommit
         # mode. Taking one from SQLAlchemy's pool and returning it costs ~80 µs of Python
         # (about 8 % of a create's CPU); these are handed from request to request instead.
-        # One is kept only while fewer than the pool's size are checked out: then nobody can
-        # be waiting for the pool (requests or background jobs), which always has room.
+        # One is kept only while the pool could still hand out another: then nobody can be
+        # waiting for it (background jobs; requests wait for their turn first).
         self._kept: list[AsyncConnection] = []
         pool: Any = engine.pool
-        self._keep_below = pool.size() if hasattr(pool, "size") else 0
+        size = pool.size() if hasattr(pool, "size") else 0
+        overflow = getattr(pool, "_max_overflow", 0)  # QueuePool's; -1: no limit
+        self._keep_below = size + overflow if overflow >= 0 else 1 << 30
+        self._wait_limit = pool.timeout() if hasattr(pool, "timeout") else 30.0
         # Requests take turns: a connection handed back goes to the request that has waited
         # longest (asyncio's Semaphore lets no newcomer past a waiter). SQLAlchemy's pool
         # gives it to whoever asks next, so under load a few requests waited many times as
         # long as the rest. And a few requests at a time per process finish sooner than many
-        # sharing the CPU with their database sessions: p99 / mean latency 1.6-1.7 instead
-        # of 1.9-2.1 at concurrency 32 on two cores (bench/README.md).
-        turns = concurrency or self._keep_below
+        # sharing the CPU with their database sessions: create's p99 / mean latency 1.6-1.7
+        # instead of 1.9-2.1 at concurrency 32 on two cores (bench/README.md).
+        turns = concurrency or size
         self._turns = asyncio.Semaphore(turns) if turns else None
 
     @property
@@ -188,7 +192,13 @@ class Database:
         at once while fewer than `concurrency` requests hold one, else in turn."""
         turns = self._turns
         if turns is not None:
-            await turns.acquire()
+            try:  # as long as the pool would have let it wait for a connection
+                async with asyncio.timeout(self._wait_limit):
+                    await turns.acquire()
+            except TimeoutError:
+                raise PoolTimeout(
+                    f"no turn for a connection within {self._wait_limit:g} s"
+                ) from None
         try:
             kept = self._kept
             while kept:

@@ -73,14 +73,24 @@ _CLEANUP = "sdms.on_request_end"
 
 
 def on_request_end(scope: Scope, cleanup: Callable[[], Awaitable[Any]]) -> None:
-    """Have `cleanup` run when the request is over (after the response), whatever happened."""
+    """Have `cleanup` run when the request's work is over, whatever happened: as its response
+    starts (every response's body is built by then: no route streams from the database), so
+    that a client slow to read it holds no connection, nor a worker's turn for one."""
     scope.setdefault(_CLEANUP, []).append(cleanup)
+
+
+async def _run_cleanups(scope: Scope) -> None:
+    for cleanup in scope.pop(_CLEANUP, ()):
+        try:
+            await cleanup()
+        except Exception:
+            error_log.exception("clean-up after request %s failed", scope["sdms.request_id"])
 
 
 class RequestContextMiddleware:
     """Gives every request an id (echoing a sane client one), times it, counts it, turns an
     unexpected exception into a logged 500 problem that still carries the request id, and runs
-    the request's `on_request_end` clean-ups (returning its connection to the pool)."""
+    the request's `on_request_end` clean-ups (handing its connection on) as its response starts."""
 
     def __init__(
         self, app: ASGIApp, *, access_log: bool = False, max_body_bytes: int | None = None
@@ -111,6 +121,7 @@ class RequestContextMiddleware:
                 response_started = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                await _run_cleanups(scope)
             await send(message)
 
         try:
@@ -142,13 +153,7 @@ class RequestContextMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
-            for cleanup in scope.pop(_CLEANUP, ()):
-                try:
-                    await cleanup()
-                except Exception:
-                    error_log.exception(
-                        "clean-up after request %s failed", scope["sdms.request_id"]
-                    )
+            await _run_cleanups(scope)  # if no response started
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
             method = scope["method"]

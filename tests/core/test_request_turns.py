@@ -5,16 +5,20 @@ request that gave up waiting or whose connection failed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextvars
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 
 import pytest
+from httpx import ASGITransport, AsyncClient
 from pydantic import ValidationError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.config import Settings
 from app.core.db import Database, create_engine
 from app.main import create_app
+from tests.conftest import ADMIN_KEY
 
 
 @pytest.fixture
@@ -43,6 +47,18 @@ class Requests:
         self.db = db
         self.served: list[str] = []
         self.tasks: dict[str, asyncio.Task[AsyncConnection]] = {}
+        self.turns_taken: list[str] = []  # who got past its turn (to connect, or take a kept one)
+        self._current = contextvars.ContextVar[str]("request")
+        turns = db._turns
+        assert turns is not None
+        acquire = turns.acquire
+
+        async def acquired() -> bool:
+            taken = await acquire()
+            self.turns_taken.append(self._current.get())
+            return taken
+
+        turns.acquire = acquired  # type: ignore[method-assign, assignment]
 
     async def arrive(self, *names: str) -> None:
         """These requests arrive one after another, to find no turn free."""
@@ -58,6 +74,7 @@ class Requests:
             await self.connected(name)
 
     async def _take(self, name: str) -> AsyncConnection:
+        self._current.set(name)
         conn = await self.db.request_connection()
         self.served.append(name)
         return conn
@@ -68,7 +85,8 @@ class Requests:
             await asyncio.wait_for(asyncio.shield(self.tasks[name]), 10)
 
     def waiting(self) -> set[str]:
-        return {name for name, task in self.tasks.items() if not task.done()}
+        """The requests still waiting for their turn (not merely connecting)."""
+        return {name for name in self.tasks if name not in self.turns_taken}
 
     async def end(self, *names: str) -> None:
         for name in names:
@@ -100,11 +118,13 @@ async def test_a_request_that_stops_waiting_gives_its_turn_on(two_at_once: Datab
     requests = Requests(two_at_once)
     await requests.serve("a", "b")
     await requests.arrive("c", "d", "e")
+    assert requests.waiting() == {"c", "d", "e"}
     requests.tasks["c"].cancel()  # gave up while waiting
     await requests.end("a")  # the turn goes to d ...
     requests.tasks["d"].cancel()  # ... which gives up before it has run again
     await requests.connected("e")
     assert requests.served == ["a", "b", "e"]
+    assert requests.turns_taken == ["a", "b", "e"]
     await requests.end("b", "e")
     # Both turns are free again: two new requests are served at once.
     await requests.serve("g", "h")
@@ -118,6 +138,47 @@ async def test_a_request_whose_connection_fails_gives_its_turn_back(tmp_path: Pa
         for _ in range(3):  # each fails: no turn is left taken
             with pytest.raises(Exception, match="unable to open database file"):
                 await asyncio.wait_for(db.request_connection(), 10)
+    finally:
+        await db.dispose()
+
+
+async def test_a_request_waits_for_its_turn_no_longer_than_for_the_pool(
+    database: Database,
+) -> None:
+    db = Database(
+        create_engine(str(database.engine.url), pool_size=1, max_overflow=0, pool_timeout=0.2),
+        concurrency=1,
+    )
+    try:
+        requests = Requests(db)
+        await requests.serve("a")
+        with pytest.raises(PoolTimeout):
+            await asyncio.wait_for(db.request_connection(), 10)
+        await requests.end("a")
+        await requests.serve("b")  # the turn that timed out was not lost
+        await requests.end("b")
+    finally:
+        await db.dispose()
+
+
+async def test_connections_are_handed_on_with_as_many_turns_as_the_pool(
+    database: Database,
+) -> None:
+    """The pool's overflow leaves room for background jobs: a request's connection is handed
+    on to the next request even when every connection of the pool's size is a request's."""
+    if database.dialect != "postgresql":
+        pytest.skip("connections are handed on from request to request on PostgreSQL")
+    db = Database(
+        create_engine(str(database.engine.url), pool_size=2, max_overflow=1), concurrency=2
+    )
+    try:
+        first = await db.request_connection()
+        second = await db.request_connection()
+        await db.end_request(first)
+        third = await db.request_connection()
+        assert third is first
+        for conn in (second, third):
+            await db.end_request(conn)
     finally:
         await db.dispose()
 
@@ -138,7 +199,58 @@ async def test_the_service_serves_as_many_requests_at_once_as_configured(
         await requests.end("b")
 
 
-def test_the_concurrency_cannot_exceed_the_pool() -> None:
+async def test_a_client_slow_to_read_its_answer_holds_no_turn(
+    database: Database, settings: Settings
+) -> None:
+    """A request's connection, and its turn, are handed on as its response starts: a client
+    that reads its answer slowly (or never) does not make the next request wait."""
+    one = Database(
+        create_engine(str(database.engine.url), pool_size=2, max_overflow=0), concurrency=1
+    )
+    app = create_app(settings.model_copy(update={"worker_concurrency": 1}), database=one, jobs=[])
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    stalled, answered = asyncio.Event(), asyncio.Event()
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def never_reads(message: MutableMapping[str, object]) -> None:
+        if message["type"] == "http.response.body":
+            stalled.set()
+            await answered.wait()  # the client takes its time
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/v1/incidents",
+        "raw_path": b"/api/v1/incidents",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"sdms.test"), (b"authorization", headers["Authorization"].encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("sdms.test", 80),
+    }
+    slow = asyncio.create_task(app(scope, receive, never_reads))
+    try:
+        await asyncio.wait_for(stalled.wait(), 10)
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://sdms.test") as c:
+            next_one = asyncio.create_task(c.get("/api/v1/incidents", headers=headers))
+            done, _ = await asyncio.wait({next_one}, timeout=10)
+            answered.set()  # the slow client reads at last
+            assert next_one in done, "the next request waited for the slow client"
+            assert (await next_one).status_code == 200
+    finally:
+        answered.set()
+        await slow
+        await one.dispose()
+
+
+def test_the_concurrency_cannot_exceed_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SDMS_WORKER_CONCURRENCY", "SDMS_DB_POOL_SIZE"):
+        monkeypatch.delenv(name, raising=False)
     assert Settings().worker_concurrency == 4
     assert Settings(db_pool_size=3).worker_concurrency == 3  # the default fits a smaller pool
     with pytest.raises(ValidationError, match="SDMS_WORKER_CONCURRENCY"):
