@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from httpx import ASGITransport, AsyncClient
@@ -21,16 +23,21 @@ from app.main import create_app
 from tests.conftest import ADMIN_KEY
 
 
-@pytest.fixture
-async def two_at_once(database: Database) -> AsyncIterator[Database]:
-    """A second Database on the test's database: two requests at once, a pool of five."""
-    db = Database(
-        create_engine(str(database.engine.url), pool_size=5, max_overflow=0), concurrency=2
-    )
+@asynccontextmanager
+async def _database(url: object, concurrency: int, **pool: Any) -> AsyncIterator[Database]:
+    """A Database of its own on `url` (the test's database, mostly), disposed of after."""
+    db = Database(create_engine(str(url), **pool), concurrency=concurrency)
     try:
         yield db
     finally:
         await db.dispose()
+
+
+@pytest.fixture
+async def two_at_once(database: Database) -> AsyncIterator[Database]:
+    """A second Database on the test's database: two requests at once, a pool of five."""
+    async with _database(database.engine.url, 2, pool_size=5, max_overflow=0) as db:
+        yield db
 
 
 async def _settle() -> None:
@@ -133,23 +140,17 @@ async def test_a_request_that_stops_waiting_gives_its_turn_on(two_at_once: Datab
 
 async def test_a_request_whose_connection_fails_gives_its_turn_back(tmp_path: Path) -> None:
     unreachable = f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'sdms.db'}"
-    db = Database(create_engine(unreachable, pool_size=1, max_overflow=0), concurrency=1)
-    try:
+    async with _database(unreachable, 1, pool_size=1, max_overflow=0) as db:
         for _ in range(3):  # each fails: no turn is left taken
             with pytest.raises(Exception, match="unable to open database file"):
                 await asyncio.wait_for(db.request_connection(), 10)
-    finally:
-        await db.dispose()
 
 
 async def test_a_request_waits_for_its_turn_no_longer_than_for_the_pool(
     database: Database,
 ) -> None:
-    db = Database(
-        create_engine(str(database.engine.url), pool_size=1, max_overflow=0, pool_timeout=0.2),
-        concurrency=1,
-    )
-    try:
+    pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.2}
+    async with _database(database.engine.url, 1, **pool) as db:
         requests = Requests(db)
         await requests.serve("a")
         with pytest.raises(PoolTimeout):
@@ -157,8 +158,6 @@ async def test_a_request_waits_for_its_turn_no_longer_than_for_the_pool(
         await requests.end("a")
         await requests.serve("b")  # the turn that timed out was not lost
         await requests.end("b")
-    finally:
-        await db.dispose()
 
 
 async def test_connections_are_handed_on_with_as_many_turns_as_the_pool(
@@ -168,10 +167,7 @@ async def test_connections_are_handed_on_with_as_many_turns_as_the_pool(
     on to the next request even when every connection of the pool's size is a request's."""
     if database.dialect != "postgresql":
         pytest.skip("connections are handed on from request to request on PostgreSQL")
-    db = Database(
-        create_engine(str(database.engine.url), pool_size=2, max_overflow=1), concurrency=2
-    )
-    try:
+    async with _database(database.engine.url, 2, pool_size=2, max_overflow=1) as db:
         first = await db.request_connection()
         second = await db.request_connection()
         await db.end_request(first)
@@ -179,8 +175,6 @@ async def test_connections_are_handed_on_with_as_many_turns_as_the_pool(
         assert third is first
         for conn in (second, third):
             await db.end_request(conn)
-    finally:
-        await db.dispose()
 
 
 async def test_the_service_serves_as_many_requests_at_once_as_configured(
@@ -204,10 +198,6 @@ async def test_a_client_slow_to_read_its_answer_holds_no_turn(
 ) -> None:
     """A request's connection, and its turn, are handed on as its response starts: a client
     that reads its answer slowly (or never) does not make the next request wait."""
-    one = Database(
-        create_engine(str(database.engine.url), pool_size=2, max_overflow=0), concurrency=1
-    )
-    app = create_app(settings.model_copy(update={"worker_concurrency": 1}), database=one, jobs=[])
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     stalled, answered = asyncio.Event(), asyncio.Event()
 
@@ -233,19 +223,22 @@ async def test_a_client_slow_to_read_its_answer_holds_no_turn(
         "client": ("127.0.0.1", 1),
         "server": ("sdms.test", 80),
     }
-    slow = asyncio.create_task(app(scope, receive, never_reads))
-    try:
-        await asyncio.wait_for(stalled.wait(), 10)
-        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://sdms.test") as c:
-            next_one = asyncio.create_task(c.get("/api/v1/incidents", headers=headers))
-            done, _ = await asyncio.wait({next_one}, timeout=10)
-            answered.set()  # the slow client reads at last
-            assert next_one in done, "the next request waited for the slow client"
-            assert (await next_one).status_code == 200
-    finally:
-        answered.set()
-        await slow
-        await one.dispose()
+    async with _database(database.engine.url, 1, pool_size=2, max_overflow=0) as one:
+        one_at_once = settings.model_copy(update={"worker_concurrency": 1})
+        app = create_app(one_at_once, database=one, jobs=[])
+        slow = asyncio.create_task(app(scope, receive, never_reads))
+        try:
+            await asyncio.wait_for(stalled.wait(), 10)
+            transport = ASGITransport(app=app)
+            async with AsyncClient(transport=transport, base_url="http://sdms.test") as c:
+                next_one = asyncio.create_task(c.get("/api/v1/incidents", headers=headers))
+                done, _ = await asyncio.wait({next_one}, timeout=10)
+                answered.set()  # the slow client reads at last
+                assert next_one in done, "the next request waited for the slow client"
+                assert (await next_one).status_code == 200
+        finally:
+            answered.set()
+            await slow
 
 
 def test_the_concurrency_cannot_exceed_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
