@@ -7,6 +7,7 @@ what a handler needs, built by one dependency; role checks and `Write` build on 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,8 @@ from functools import partial
 from typing import Annotated, Any, ClassVar
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -23,13 +26,15 @@ from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.context import Context
 from app.core.db import Database
-from app.core.errors import Forbidden, Unauthorized
+from app.core.errors import Forbidden, Unauthorized, Unavailable
 from app.core.observability import on_request_end
 from app.core.responses import JSON, Reply, dump_json
 
 MAX_AUTHORIZATION_LENGTH = 512
 STALE_RETRIES = 2  # a write is done again at most this often when its configuration moved
 _CONNECTION = "sdms.connection"
+
+log = logging.getLogger("sdms.db")
 
 
 async def request_connection(request: Request) -> AsyncConnection:
@@ -38,11 +43,21 @@ async def request_connection(request: Request) -> AsyncConnection:
     (`WriteContext.run`). A request never holds two connections, so a busy pool can only make
     requests wait, never deadlock them. The request middleware hands it back once the response
     is sent (`Database.end_request`; a yield dependency would cost a cancel scope and an exit
-    stack)."""
+    stack).
+
+    No connection, nothing done: a `503` with `Retry-After`, whether the request waited its
+    turn for longer than the pool's timeout or the database could not be reached."""
     conn: AsyncConnection | None = request.scope.get(_CONNECTION)
     if conn is None:
         db: Database = request.app.state.db
-        conn = await db.request_connection()
+        try:
+            conn = await db.request_connection()
+        except PoolTimeout as exc:
+            log.warning("no connection for %s %s: %s", request.method, request.url.path, exc)
+            raise Unavailable("The service is too busy; try again shortly.") from exc
+        except (OSError, DBAPIError) as exc:
+            log.error("cannot connect to the database", exc_info=exc)
+            raise Unavailable("The database cannot be reached; try again shortly.") from exc
         request.scope[_CONNECTION] = conn
         on_request_end(request.scope, partial(db.end_request, conn))
     return conn

@@ -18,6 +18,7 @@ from starlette.responses import Response
 log = logging.getLogger("sdms.errors")
 
 PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = 5  # what a 503 asks a client to wait before it tries again
 
 
 class ErrorItem(BaseModel):
@@ -42,6 +43,7 @@ class AppError(Exception):
 
     status = 500
     slug = "internal-error"
+    headers: dict[str, str] | None = None
 
     def __init__(
         self, detail: str, *, errors: Sequence[ErrorItem] | None = None, slug: str | None = None
@@ -56,6 +58,7 @@ class AppError(Exception):
 class Unauthorized(AppError):
     status = 401
     slug = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class Forbidden(AppError):
@@ -76,6 +79,15 @@ class Conflict(AppError):
 class PreconditionFailed(AppError):
     status = 412
     slug = "precondition-failed"
+
+
+class Unavailable(AppError):
+    """Nothing was done, and the same request may succeed a little later (the database was
+    out of reach, or the service too busy to give the request a connection in time)."""
+
+    status = 503
+    slug = "unavailable"
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 class Unprocessable(AppError):
@@ -127,9 +139,8 @@ def _validation_handler(_request: Request, exc: Exception) -> Response:
 
 def _app_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return problem_response(
-        exc.status, exc.detail, slug=exc.slug, errors=exc.errors, headers=headers
+        exc.status, exc.detail, slug=exc.slug, errors=exc.errors, headers=exc.headers
     )
 
 

@@ -112,6 +112,31 @@ async def test_readyz_503_when_the_database_is_unreachable(url: str) -> None:
     assert "secret-password" not in response.text
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite:////nonexistent-directory/sdms.db",
+        "postgresql+asyncpg://sdms:secret-password@127.0.0.1:1/sdms",
+    ],
+    ids=["sqlite", "postgresql"],
+)
+async def test_an_api_request_is_a_503_to_retry_when_the_database_is_unreachable(
+    url: str,
+) -> None:
+    async with app_on(url) as http:
+        for _ in range(2):  # the failed connect left nothing behind that changes the answer
+            response = await asyncio.wait_for(
+                http.get("/api/v1/incidents", headers={"Authorization": "Bearer any-key"}), 30
+            )
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["retry-after"] == "5"
+            problem = response.json()
+            assert problem["type"] == "urn:sdms:problem:unavailable"
+            assert "database cannot be reached" in problem["detail"]
+            assert "secret-password" not in response.text
+
+
 # --- metrics --------------------------------------------------------------------------------
 
 

@@ -160,6 +160,28 @@ async def test_a_request_waits_for_its_turn_no_longer_than_for_the_pool(
         await requests.end("b")
 
 
+async def test_a_request_that_found_no_turn_in_time_is_a_503_to_retry(
+    database: Database, settings: Settings
+) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.2}
+    async with _database(database.engine.url, 1, **pool) as db:
+        app = create_app(
+            settings.model_copy(update={"worker_concurrency": 1}), database=db, jobs=[]
+        )
+        transport = ASGITransport(app=app)
+        async with AsyncClient(transport=transport, base_url="http://sdms.test") as c:
+            held = await db.request_connection()  # a request holds the one turn
+            busy = await asyncio.wait_for(c.get("/api/v1/incidents", headers=headers), 10)
+            assert busy.status_code == 503, busy.text
+            assert busy.headers["retry-after"] == "5"
+            assert busy.json()["type"] == "urn:sdms:problem:unavailable"
+            assert "too busy" in busy.json()["detail"]
+            await db.end_request(held)
+            again = await asyncio.wait_for(c.get("/api/v1/incidents", headers=headers), 10)
+            assert again.status_code == 200, again.text
+
+
 async def test_connections_are_handed_on_with_as_many_turns_as_the_pool(
     database: Database,
 ) -> None:
