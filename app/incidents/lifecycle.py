@@ -83,6 +83,11 @@ class Via(StrEnum):
     auto_close = "auto_close"  # the auto-close job
 
 
+# How the customer answers a resolution: /confirm and /reject, and only of a resolved incident.
+CUSTOMER_VERDICTS: Mapping[Via, str] = {
+    Via.customer_confirm: "confirmed",
+    Via.customer_reject: "rejected",
+}
 FINAL = frozenset({State.closed, State.cancelled})
 # Moving into one of these states is the response to the customer (SLA `response` clock stops),
 # if no public staff comment came first.
@@ -197,6 +202,13 @@ def plan_transition(
     move does not use are ignored, except `reason` (the state change's note) and `comment`.
     """
     to = request.to
+    if via in CUSTOMER_VERDICTS and facts.state is not State.resolved:
+        # the customer answers a resolution; nothing else (a reject from `new` would have
+        # acknowledged the incident and stopped its response clock)
+        raise Conflict(
+            f"Only a resolved incident can be {CUSTOMER_VERDICTS[via]}; this one is {facts.state}.",
+            slug="transition-not-allowed",
+        )
     if to not in ALLOWED[facts.state]:
         raise _refuse_move(facts, to)
     if via is Via.agent and to is State.closed and not request.confirmation_note:

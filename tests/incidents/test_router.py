@@ -426,6 +426,18 @@ async def test_customers_use_confirm_and_reject_not_transitions(world: World) ->
 async def test_reject_needs_a_reason_and_confirm_needs_a_resolution(world: World) -> None:
     incident = await world.incident()
     assert (await world.customer_a.post(f"/incidents/{incident['id']}/confirm")).status_code == 409
+    # Nor can a customer reject what was never resolved: that would acknowledge the incident
+    # and stop its response clock. Not from new, nor from on hold.
+    held = await world.incident()
+    await world.move(held, "on_hold", hold_reason="awaiting_vendor")
+    for unresolved in (incident, held):
+        url = f"/incidents/{unresolved['id']}"
+        before = ok(await world.agent.get(url), 200)
+        refused = await world.customer_a.post(f"{url}/reject", json={"reason": "x"})
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["type"] == "urn:sdms:problem:transition-not-allowed"
+        assert "Only a resolved incident" in refused.json()["detail"]
+        assert ok(await world.agent.get(url), 200) == before
     await world.move(incident, "resolved", **REQUIRED["resolved"])
     response = await world.customer_a.post(f"/incidents/{incident['id']}/reject", json={})
     assert response.status_code == 422
