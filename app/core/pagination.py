@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, tuple_
 from app.core.db import Bound
 from app.core.errors import Unprocessable
 from app.core.queryparams import QueryModel
+from app.core.schemas import utc_instant
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -42,12 +43,14 @@ def _parse_datetime(value: Any) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("naive timestamp")
-    return parsed
+    return utc_instant(parsed)
 
 
 def _parse_int(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError("not an integer")
+    if not -(2**63) <= value < 2**63:  # no column holds more (SQLite: none can bind it)
+        raise ValueError("out of range")
     return value
 
 

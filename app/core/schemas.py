@@ -29,13 +29,32 @@ def check_text(value: str) -> str:
     return value
 
 
-def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+# The instants SDMS takes from clients: from 1970 up to (not including) 3000, UTC. Nothing a
+# service desk records lies outside; near the ends of Python's date range (years 1 and 9999)
+# an offset cannot be converted to UTC, PostgreSQL's driver writes datetime.min and max as
+# -infinity and infinity, and calendar arithmetic would run off the end; and an SLA clock's
+# working time is counted day by day around each change of its zone's offset: the shorter the
+# span of years, the less one request can cost.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)  # exclusive
+INSTANT_RANGE = "must lie from 1970-01-01T00:00:00Z up to (not including) 3000-01-01T00:00:00Z"
 
 
-# Instants: input must carry an offset (RFC 3339); stored in UTC, answered with a `Z` (pydantic
-# writes UTC as `Z`, and every instant read from the database is UTC).
-Instant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+def utc_instant(value: datetime) -> datetime:
+    """An aware instant from a client, in UTC; ValueError outside EARLIEST .. LATEST."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # an offset that moves it past year 1 or 9999
+        raise ValueError(INSTANT_RANGE) from None
+    if not EARLIEST <= utc < LATEST:
+        raise ValueError(INSTANT_RANGE)
+    return utc
+
+
+# Instants: input must carry an offset (RFC 3339), within EARLIEST .. LATEST; stored in UTC,
+# answered with a `Z` (pydantic writes UTC as `Z`, and every instant read from the database is
+# UTC). Bodies and query parameters alike.
+Instant = Annotated[AwareDatetime, AfterValidator(utc_instant)]
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(max_length=20_000)]

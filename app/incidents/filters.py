@@ -8,13 +8,14 @@ from enum import Enum
 from typing import Annotated
 
 from fastapi import Depends
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import BindParameter, ColumnElement, bindparam
 
 from app.core.auth import Principal
 from app.core.db import Bound, one_of
 from app.core.errors import Forbidden
 from app.core.queryparams import QueryModel
+from app.core.schemas import Instant
 from app.incidents.lifecycle import Channel, RequestType, State
 from app.incidents.models import incidents
 
@@ -52,8 +53,8 @@ class IncidentFilters(BaseModel):
     request_type: Annotated[list[RequestType], Field(max_length=4)] = []
     channel: Annotated[list[Channel], Field(max_length=6)] = []
     major: bool | None = None
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
+    created_after: Instant | None = None
+    created_before: Instant | None = None
     q: Annotated[str | None, Field(min_length=1, max_length=200)] = None
 
     @field_validator("q")

@@ -4,12 +4,15 @@ Idempotency-Key, input limits, and hostile input. Incidents are the record type 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import orjson
 import pytest
 from httpx import ASGITransport, AsyncClient
 
@@ -702,3 +705,104 @@ async def test_a_small_pool_serves_many_concurrent_requests(
     finally:
         await small.dispose()
     assert [r.status_code for r in responses] == [200] * 16 + [201] * 8
+
+
+# Instants a client sends lie from 1970 up to (not including) 3000, UTC (docs/conventions.md).
+OUT_OF_RANGE_INSTANTS = (
+    "0001-01-01T00:00:00Z",  # PostgreSQL's driver would store -infinity
+    "0001-01-01T00:00:00+01:00",  # past year 1 in UTC: no such datetime
+    "9999-12-31T23:59:59-01:00",  # past year 9999 in UTC
+    "9999-12-31T23:59:59.999999Z",  # stored as infinity
+    "1969-12-31T23:59:59Z",
+    "3000-01-01T00:00:00Z",
+    "2999-12-31T22:00:00-03:00",  # 3000-01-01T01:00:00Z
+    "1970-01-01T02:00:00+03:00",  # 1969-12-31T23:00:00Z
+)
+
+
+async def test_instants_outside_1970_to_3000_are_a_422_and_change_nothing(world: World) -> None:
+    incident = await world.incident()
+    url = f"/incidents/{incident['id']}"
+    calendar = ok(
+        await world.manager.post(
+            "/slm/calendars", json={"name": "Round the clock", "timezone": "UTC", "always_on": True}
+        ),
+        201,
+    )
+    calendar_url = f"/slm/calendars/{calendar['id']}"
+    for instant in OUT_OF_RANGE_INSTANTS:
+        refused = [
+            await world.integration.post(
+                "/incidents",
+                json={
+                    "title": "imported",
+                    "organization_id": world.org_a["id"],
+                    "opened_at": instant,
+                },
+            ),
+            await world.agent.post(
+                "/incidents",
+                json={
+                    "title": "t",
+                    "organization_id": world.org_a["id"],
+                    "estimated_resolution_at": instant,
+                },
+            ),
+            await world.agent.patch(url, json={"estimated_resolution_at": instant}),
+            await world.customer_a.get("/incidents", params={"created_after": instant}),
+            await world.customer_a.get("/incidents", params={"created_before": instant}),
+            await world.customer_a.get("/slm/metrics", params={"from": instant}),
+            await world.agent.get("/slm/breaches", params={"to": instant}),
+            await world.customer_a.post(
+                f"{calendar_url}/add", json={"start": instant, "seconds": 1}
+            ),
+            await world.customer_a.post(
+                f"{calendar_url}/elapsed", json={"start": "2026-01-01T00:00:00Z", "end": instant}
+            ),
+        ]
+        for response in refused:
+            body = problem(response, 422)
+            assert "1970-01-01T00:00:00Z" in body["detail"], (instant, response.url, body)
+    assert await count_incidents(world) == 1
+    assert ok(await world.agent.get(url), 200)["version"] == 1
+    # The ends themselves: 1970 is in, the last microsecond before 3000 too.
+    for instant in ("1970-01-01T00:00:00Z", "2999-12-31T23:59:59.999999Z"):
+        ok(await world.customer_a.get("/incidents", params={"created_after": instant}), 200)
+        patched = ok(await world.agent.patch(url, json={"estimated_resolution_at": instant}), 200)
+        assert patched["estimated_resolution_at"] == instant
+    imported = await world.incident(world.integration, opened_at="1970-01-01T00:00:00Z")
+    assert ok(await world.agent.get(f"/incidents/{imported['id']}"), 200)["opened_at"] == (
+        "1970-01-01T00:00:00Z"
+    )
+
+
+async def test_forged_cursors_out_of_range_are_a_422(world: World) -> None:
+    """The cursor's check is no secret (it only catches accidents), so a client can forge one:
+    its values are checked like any other input."""
+    from app.core.pagination import _check
+
+    for _ in range(2):
+        await world.incident()
+
+    def forged(*values: Any) -> str:
+        payload = json.dumps(list(values), separators=(",", ":")).encode()
+        body = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+        return f"{body}.{_check(payload)}"
+
+    genuine = ok(await world.agent.get("/incidents", params={"limit": 1, "sort": "-priority"}), 200)
+    token = orjson.loads(base64.urlsafe_b64decode(genuine["next_cursor"].split(".")[0] + "=="))[0]
+    created = ok(await world.agent.get("/incidents", params={"limit": 1}), 200)["next_cursor"]
+    created_token = orjson.loads(base64.urlsafe_b64decode(created.split(".")[0] + "=="))[0]
+    some_id = str(uuid.uuid4())
+    for sort, cursor in (
+        ("-priority", forged(token, 2**63, some_id)),
+        ("-priority", forged(token, -(2**63) - 1, some_id)),
+        ("-created_at", forged(created_token, "0001-01-01T00:00:00+14:00", some_id)),
+        ("-created_at", forged(created_token, "9999-12-31T23:59:59-14:00", some_id)),
+        ("-created_at", forged(created_token, "0001-01-01T00:00:00+00:00", some_id)),
+    ):
+        response = await world.agent.get("/incidents", params={"sort": sort, "cursor": cursor})
+        assert ["query", "cursor"] in [e["loc"] for e in problem(response, 422)["errors"]]
+    # A forged cursor within range is just a position.
+    cursor = forged(token, 5, some_id)
+    ok(await world.agent.get("/incidents", params={"sort": "-priority", "cursor": cursor}), 200)

@@ -55,8 +55,10 @@ def bound_values(sort: str | None, cursor: str) -> list[Any]:
     return values[:-1]
 
 
-instants = st.datetimes(
-    min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 31), timezones=st.just(UTC)
+instants = st.datetimes(  # every instant SDMS stores (app/core/schemas.py EARLIEST .. LATEST)
+    min_value=datetime(1970, 1, 1),
+    max_value=datetime(2999, 12, 31, 23, 59, 59, 999_999),
+    timezones=st.just(UTC),
 )
 
 
