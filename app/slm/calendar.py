@@ -39,7 +39,9 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "HORIZON",
     "WEEKDAYS",
+    "BeyondRange",
     "Week",
     "WorkingCalendar",
     "add_seconds",
@@ -52,6 +54,12 @@ __all__ = [
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 Interval = tuple[int, int]
+
+
+class BeyondRange(ValueError):
+    """The working time sought does not elapse before the limit given (`add_time`)."""
+
+
 Week = tuple[tuple[Interval, ...], ...]
 
 _EMPTY_WEEK: Week = ((),) * 7
@@ -64,12 +72,16 @@ _US_PER_S = 1_000_000
 _US_PER_MIN = 60 * _US_PER_S
 _US_PER_DAY = 86_400 * _US_PER_S
 _MAX_ORD = date.max.toordinal()
+# How far the arithmetic goes: no instant sought lies at or after 3000-01-01T00:00:00Z (the
+# service takes no instant from 3000 on either: app/core/schemas.py LATEST). Past it lie the end
+# of Python's dates and, for a calendar of a minute a week, centuries of weeks to walk.
+HORIZON = datetime(3000, 1, 1, tzinfo=UTC)
 
 # Bounded caches: per-calendar engines, per-(calendar, local date) conversions, per-(zone, year)
 # offset-change days.
 _MAX_ENGINES = 32
 _MAX_CACHED_DAYS = 1024
-_MAX_CACHED_YEARS = 128
+_MAX_CACHED_YEARS = 1100  # every year SDMS takes instants from (1970 .. 2999), and more
 # Whole days' working time kept cumulated per calendar (`_Engine.whole_days_us`): a span of
 # days it covers costs two lookups. It grows in chunks to cover what is asked, up to this many
 # days (about ten years); longer spans are walked week by week.
@@ -256,6 +268,9 @@ def _from_us(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
+_HORIZON_US = _to_us(HORIZON)
+
+
 # --------------------------------------------------------------------------------------------
 # UTC-offset changes of a zone (to know which weeks are safe to skip)
 # --------------------------------------------------------------------------------------------
@@ -340,6 +355,7 @@ class _Engine:
         "_cum_first",
         "_holiday_ords",
         "_holiday_set",
+        "_horizon_day",
         "_last_end",
         "_mid",
         "_raw",
@@ -365,6 +381,7 @@ class _Engine:
         self._cum_first = 0
         self._cum: list[int] = [0]
         self._last_end = (-1, 0)  # the last span's end and its day (a page's clocks share "now")
+        self._horizon_day: int | None = None  # the local day of HORIZON
 
     # -- local date -> UTC conversions ------------------------------------------------------
 
@@ -546,8 +563,21 @@ class _Engine:
             total += self.whole_days_us(first + 1, last)
         return total
 
-    def add_us(self, start: int, amount: int) -> int:
-        """Earliest ``e`` with ``working_us(start, e) == amount``; requires ``amount > 0``."""
+    def add_us(self, start: int, amount: int, limit: int) -> int:
+        """Earliest ``e`` with ``working_us(start, e) == amount``; requires ``amount > 0``.
+        ``BeyondRange`` if ``e`` is not before ``limit`` (the days after it are not walked)."""
+        if limit == _HORIZON_US:  # SLA clocks: the horizon's day, found once
+            last_day = self._horizon_day
+            if last_day is None:
+                last_day = self._horizon_day = self.day_of(limit)
+        else:
+            last_day = self.day_of(limit)
+        end = self._add_us(start, amount, last_day)
+        if end >= limit:
+            raise BeyondRange("the working time does not elapse before the limit")
+        return end
+
+    def _add_us(self, start: int, amount: int, last_day: int) -> int:
         day = self.day_of(start)
         remaining = amount
         for seg_start, seg_end in self.segments(day)[0]:
@@ -561,9 +591,13 @@ class _Engine:
         day += 1
         weekly = self._weekly_us
         while True:
+            if day > last_day:  # every day up to the limit's own is counted, and more is needed
+                raise BeyondRange("the working time does not elapse before the limit")
             if (day - 1) % 7 == 0 and remaining > weekly:
-                # Skip only weeks that cannot contain the target (remaining stays > 0).
-                weeks = self.skippable_weeks(day, (remaining - 1) // weekly)
+                # Skip only weeks that cannot contain the target (remaining stays > 0), and none
+                # wholly past the limit's day.
+                most = min((remaining - 1) // weekly, (last_day - day) // 7 + 1)
+                weeks = self.skippable_weeks(day, most)
                 if weeks:
                     remaining -= weeks * weekly
                     day += 7 * weeks
@@ -652,27 +686,37 @@ def elapsed_seconds(calendar: WorkingCalendar, start: datetime, end: datetime) -
     return working_us(calendar, start, end) // _US_PER_S
 
 
-def add_seconds(calendar: WorkingCalendar, start: datetime, seconds: int) -> datetime:
+def add_seconds(
+    calendar: WorkingCalendar, start: datetime, seconds: int, *, before: datetime = HORIZON
+) -> datetime:
     """The earliest instant ``end`` with ``working_time(start, end) == seconds`` (UTC-aware).
 
     ``seconds == 0`` returns ``start`` (as UTC) even outside working hours; negative seconds
-    raise ``ValueError``.
+    raise ``ValueError``; an ``end`` not before ``before`` raises ``BeyondRange``.
     """
     amount = operator.index(seconds)
     if amount < 0:
         raise ValueError(f"seconds must be >= 0, got {amount}")
-    return add_time(calendar, start, amount * _US_PER_S)
+    return add_time(calendar, start, amount * _US_PER_S, before=before)
 
 
-def add_time(calendar: WorkingCalendar, start: datetime, microseconds: int) -> datetime:
+def add_time(
+    calendar: WorkingCalendar, start: datetime, microseconds: int, *, before: datetime = HORIZON
+) -> datetime:
     """`add_seconds` at microsecond precision: the earliest instant after `start` at which
-    `microseconds` of working time have passed (SLA clocks measure remainders this finely)."""
+    `microseconds` of working time have passed (SLA clocks measure remainders this finely);
+    ``BeyondRange`` if that is not before `before` (at most the horizon, year 3000)."""
     amount = operator.index(microseconds)
     if amount < 0:
         raise ValueError(f"microseconds must be >= 0, got {amount}")
     start_us = _to_us(start)
+    limit = _HORIZON_US if before is HORIZON else _to_us(min(before, HORIZON))
     if amount == 0:
-        return _from_us(start_us)
-    if calendar.always_on:
-        return _from_us(start_us + amount)
-    return _from_us(_engine(calendar).add_us(start_us, amount))
+        end = start_us
+    elif calendar.always_on:
+        end = start_us + amount
+    else:
+        return _from_us(_engine(calendar).add_us(start_us, amount, limit))
+    if end >= limit:
+        raise BeyondRange("the working time does not elapse before the limit")
+    return _from_us(end)

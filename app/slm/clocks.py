@@ -24,7 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from app.slm.calendar import WorkingCalendar, add_time, working_us
+from app.slm.calendar import BeyondRange, WorkingCalendar, add_time, working_us
 
 Segment = tuple[datetime, datetime | None]
 ClockState = Literal["running", "paused", "met", "breached"]
@@ -123,8 +123,9 @@ def live_elapsed_us(
 
 def reach(clock: Clock, amount_us: int, *, extend_last: bool = False) -> datetime | None:
     """The earliest instant at which the clock's working time reaches `amount_us`, or None if
-    its segments never get there. `extend_last` treats the last segment as still running (the
-    instant the clock *would* have reached it)."""
+    its segments never get there, or not before the calendar arithmetic's horizon (year 3000:
+    a calendar of a minute a week and a target of years). `extend_last` treats the last
+    segment as still running (the instant the clock *would* have reached it)."""
     counted = 0
     segments = list(clock.segments)
     if extend_last and segments:
@@ -132,12 +133,19 @@ def reach(clock: Clock, amount_us: int, *, extend_last: bool = False) -> datetim
     for start, end in segments:
         remaining = amount_us - counted
         if end is None:
-            return add_time(clock.calendar, start, remaining)
+            return _added(clock.calendar, start, remaining)
         worked = working_us(clock.calendar, start, end)
         if worked >= remaining:
-            return add_time(clock.calendar, start, remaining)
+            return _added(clock.calendar, start, remaining)
         counted += worked
     return None
+
+
+def _added(calendar: WorkingCalendar, start: datetime, amount_us: int) -> datetime | None:
+    try:
+        return add_time(calendar, start, amount_us)
+    except BeyondRange:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

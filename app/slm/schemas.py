@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
@@ -27,6 +27,10 @@ class SlaClockRead(OutputModel):
 # --- calendars ------------------------------------------------------------------------------
 
 MAX_SECONDS = 10 * 366 * 86_400  # ten years: far beyond any service-level target
+# How far apart `/add` and `/elapsed` count: a hundred years. Counting costs time for each
+# change of the zone's offset crossed (twice a year with daylight saving time).
+MAX_SPAN = timedelta(days=36_525)
+MAX_SPAN_TEXT = "100 years"
 
 
 class CalendarBody(InputModel):
@@ -91,6 +95,8 @@ class ElapsedBody(InputModel):
     def _ordered(self) -> ElapsedBody:
         if self.end < self.start:
             raise ValueError("end must not be before start")
+        if self.end - self.start > MAX_SPAN:
+            raise ValueError(f"end must lie within {MAX_SPAN_TEXT} of start")
         return self
 
 

@@ -38,6 +38,7 @@ from app.itil.journal import EntryKind, journal_entries
 from app.slm import clocks
 from app.slm import config as slm_config
 from app.slm.calendar import (
+    BeyondRange,
     WorkingCalendar,
     add_seconds,
     elapsed_seconds,
@@ -56,7 +57,14 @@ from app.slm.models import (
     sla_clocks,
 )
 from app.slm.priority import PriorityMatrixRead, save_matrix
-from app.slm.schemas import AgreementBody, AgreementRead, CalendarBody, CalendarRead
+from app.slm.schemas import (
+    MAX_SPAN,
+    MAX_SPAN_TEXT,
+    AgreementBody,
+    AgreementRead,
+    CalendarBody,
+    CalendarRead,
+)
 
 # --- calendars ------------------------------------------------------------------------------
 
@@ -128,7 +136,15 @@ async def load_calendar(conn: AsyncConnection, calendar_id: uuid.UUID) -> Workin
 async def calendar_add(
     conn: AsyncConnection, *, calendar_id: uuid.UUID, start: datetime, seconds: int
 ) -> datetime:
-    return add_seconds(await load_calendar(conn, calendar_id), start, seconds)
+    calendar = await load_calendar(conn, calendar_id)
+    try:
+        return add_seconds(calendar, start, seconds, before=start + MAX_SPAN)
+    except BeyondRange:
+        raise Unprocessable.field(
+            ("body", "seconds"),
+            f"this much working time does not pass within {MAX_SPAN_TEXT} of start "
+            "on this calendar",
+        ) from None
 
 
 async def calendar_elapsed(

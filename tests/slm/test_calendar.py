@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.slm.calendar import (
+    HORIZON,
     WEEKDAYS,
+    BeyondRange,
     WorkingCalendar,
     add_seconds,
     elapsed_seconds,
@@ -658,3 +660,29 @@ def test_spans_far_apart_on_one_calendar_agree_with_small_steps() -> None:
         assert working_time(cal, start, end) == pieces
         first = _engine(cal)._cum_first
         assert first <= start.date().toordinal() < first + len(_engine(cal)._cum)
+
+
+def test_add_stops_at_its_limit_and_at_the_horizon() -> None:
+    office = WorkingCalendar("Europe/Berlin", week=parse_week({"mon": [["09:00", "17:00"]]}))
+    start = datetime(2026, 3, 2, 7, tzinfo=UTC)  # Monday 08:00 Berlin
+    end = add_seconds(office, start, 3600)
+    assert end == datetime(2026, 3, 2, 9, tzinfo=UTC)
+    assert add_seconds(office, start, 3600, before=end + timedelta(microseconds=1)) == end
+    with pytest.raises(BeyondRange):  # the limit itself is too late
+        add_seconds(office, start, 3600, before=end)
+    with pytest.raises(BeyondRange):  # a week later still: no day past the limit is walked
+        add_seconds(office, start, 9 * 3600, before=datetime(2026, 3, 5, tzinfo=UTC))
+    assert add_seconds(office, start, 9 * 3600) == datetime(2026, 3, 9, 9, tzinfo=UTC)
+    # Nothing at or after the year 3000, whatever the limit given.
+    late = datetime(2999, 12, 30, tzinfo=UTC)  # a Monday
+    with pytest.raises(BeyondRange):
+        add_seconds(office, late, 9 * 3600, before=datetime(3100, 1, 1, tzinfo=UTC))
+    with pytest.raises(BeyondRange):
+        add_seconds(WorkingCalendar("UTC", always_on=True), late, 3 * 86_400)
+    with pytest.raises(BeyondRange):
+        add_seconds(WorkingCalendar("UTC", always_on=True), HORIZON, 0)
+    minute_a_week = WorkingCalendar(
+        "America/New_York", week=parse_week({"mon": [["09:00", "09:01"]]})
+    )
+    with pytest.raises(BeyondRange):  # a hundred thousand years of Mondays: refused, not walked
+        add_seconds(minute_a_week, start, 10 * 366 * 86_400)

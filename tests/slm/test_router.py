@@ -20,6 +20,7 @@ from tests.factories import (
     Api,
     World,
     ok,
+    problem,
 )
 from tests.factories import make_agreement as agreement
 from tests.factories import make_calendar as calendar
@@ -109,6 +110,61 @@ async def test_add_and_elapsed_on_an_office_calendar(world: World) -> None:
     missing = "/slm/calendars/01890000-0000-7000-8000-000000000000/add"
     response = await world.agent.post(missing, json={"start": "2026-03-06T16:00:00Z", "seconds": 1})
     assert response.status_code == 404
+
+
+async def test_add_and_elapsed_count_at_most_a_hundred_years(world: World) -> None:
+    """What one request may make the calendar count is bounded (each change of the zone's
+    offset crossed costs time), and nothing is counted past the year 3000."""
+    minute_a_week = await calendar(
+        world.manager, timezone="America/New_York", hours={"mon": [["09:00", "09:01"]]}
+    )
+    url = f"/slm/calendars/{minute_a_week['id']}"
+    ten_years = 10 * 366 * 86_400  # the most seconds /add takes: here about 100,000 years
+    too_far = await world.customer_a.post(
+        f"{url}/add", json={"start": "2026-01-05T14:00:00Z", "seconds": ten_years}
+    )
+    body = problem(too_far, 422)
+    assert body["errors"][0]["loc"] == ["body", "seconds"]
+    assert "100 years" in body["detail"]
+    # 5,200 working minutes: the Monday minutes of a hundred years, less a few.
+    reached = ok(
+        await world.customer_a.post(
+            f"{url}/add", json={"start": "2026-01-05T14:00:00Z", "seconds": 5_200 * 60}
+        ),
+        200,
+    )
+    assert "2125-" in reached["end"]
+    office = await calendar(world.manager)
+    office_url = f"/slm/calendars/{office['id']}"
+    near_the_end = await world.customer_a.post(
+        f"{office_url}/add", json={"start": "2999-12-31T16:00:00Z", "seconds": 7200}
+    )
+    assert problem(near_the_end, 422)["errors"][0]["loc"] == ["body", "seconds"]
+    century = {"start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}
+    assert ok(await world.customer_a.post(f"{office_url}/elapsed", json=century), 200)
+    longer = {"start": "2000-01-01T00:00:00Z", "end": "2100-01-02T00:00:01Z"}
+    problem(await world.customer_a.post(f"{office_url}/elapsed", json=longer), 422)
+
+
+async def test_a_clock_not_due_before_the_year_3000_has_no_due_time(world: World) -> None:
+    minute_a_week = await calendar(world.manager, hours={"mon": [["09:00", "09:01"]]})
+    ten_years = 10 * 366 * 86_400
+    await agreement(
+        world.manager,
+        minute_a_week["id"],
+        organization_id=world.org_a["id"],
+        targets=[
+            {"priority": p, "response_seconds": 60, "resolution_seconds": ten_years}
+            for p in range(1, 6)
+        ],
+    )
+    incident = await world.incident()
+    sla = clocks_of(incident)
+    assert sla["response"]["due_at"] is not None
+    assert (sla["resolution"]["state"], sla["resolution"]["due_at"]) == ("running", None)
+    assert clocks_of(await fetch(world, incident))["resolution"]["due_at"] is None
+    moved = await world.move(incident, "in_progress")
+    assert clocks_of(moved)["resolution"]["due_at"] is None
 
 
 async def test_always_on_counts_every_instant(world: World) -> None:
