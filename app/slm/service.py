@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.auth import STAFF, Principal
 from app.core.context import Context
-from app.core.errors import Conflict, Unprocessable
+from app.core.errors import Conflict, ErrorItem, Unprocessable
 from app.core.records import RecordStore
 from app.core.sql import Batch, Query
 from app.identity.models import organizations, services
@@ -38,6 +38,7 @@ from app.itil.journal import EntryKind, journal_entries
 from app.slm import clocks
 from app.slm import config as slm_config
 from app.slm.calendar import (
+    HORIZON,
     BeyondRange,
     WorkingCalendar,
     add_seconds,
@@ -104,6 +105,18 @@ async def replace_calendar(
 ) -> Row[Any]:
     current = await calendar_store.get(conn, calendar_id, lock=True)
     row = await calendar_store.update(conn, ctx, current, _calendar_values(body), if_match=if_match)
+    # The agreements that count on it must still reach their targets on its new hours.
+    replaced = working_calendar(snapshot(row))
+    for agreement in (await conn.execute(select(agreements))).all():
+        for target in agreement.targets:
+            if (target.get("calendar_id") or str(agreement.calendar_id)) != str(calendar_id):
+                continue
+            late = _too_late(replaced, target, ctx.now)
+            if late is not None:
+                raise Unprocessable.field(
+                    ("body", "hours"),
+                    f"agreement {agreement.name!r} (id {agreement.id}): {late} on these hours",
+                )
     await slm_config.changed(conn)
     return row
 
@@ -133,17 +146,25 @@ async def load_calendar(conn: AsyncConnection, calendar_id: uuid.UUID) -> Workin
     return working_calendar(snapshot(row))
 
 
+_ONE_US = timedelta(microseconds=1)
+
+
 async def calendar_add(
     conn: AsyncConnection, *, calendar_id: uuid.UUID, start: datetime, seconds: int
 ) -> datetime:
     calendar = await load_calendar(conn, calendar_id)
+    latest = start + MAX_SPAN  # the end may lie at most that far from start, as for /elapsed
     try:
-        return add_seconds(calendar, start, seconds, before=start + MAX_SPAN)
+        return add_seconds(calendar, start, seconds, before=latest + _ONE_US)
     except BeyondRange:
+        within = (
+            f"within {MAX_SPAN_TEXT} of start"
+            if latest < HORIZON
+            else f"before {HORIZON.isoformat().replace('+00:00', 'Z')}"
+        )
         raise Unprocessable.field(
             ("body", "seconds"),
-            f"this much working time does not pass within {MAX_SPAN_TEXT} of start "
-            "on this calendar",
+            f"this much working time does not pass {within} on this calendar",
         ) from None
 
 
@@ -175,8 +196,23 @@ def agreement_scope(principal: Principal) -> list[ColumnElement[bool]]:
     ]
 
 
+def _too_late(calendar: WorkingCalendar, target: Mapping[str, Any], now: datetime) -> str | None:
+    """What is wrong with a target that its calendar would take more than a hundred years to
+    reach (a calendar of a minute a week and a target of years): its clocks would never be
+    due, and counting that far costs every write of theirs time. None: nothing."""
+    seconds = max(target["response_seconds"], target["resolution_seconds"])
+    try:
+        add_seconds(calendar, now, seconds, before=now + MAX_SPAN)
+    except BeyondRange:
+        return (
+            f"the priority {target['priority']} target of {seconds} s would take more than "
+            f"{MAX_SPAN_TEXT} to reach"
+        )
+    return None
+
+
 async def _check_agreement(
-    conn: AsyncConnection, body: AgreementBody, exclude: uuid.UUID | None = None
+    conn: AsyncConnection, body: AgreementBody, now: datetime, exclude: uuid.UUID | None = None
 ) -> dict[str, Any]:
     await ensure_exists(conn, organizations, body.organization_id, "organization_id")
     await ensure_exists(conn, services, body.service_id, "service_id")
@@ -189,6 +225,14 @@ async def _check_agreement(
     if calendar_ids - found:
         missing = ", ".join(sorted(str(c) for c in calendar_ids - found))
         raise Unprocessable.field(("body", "calendar_id"), f"unknown calendars: {missing}")
+    loaded = {c: await load_calendar(conn, c) for c in calendar_ids}
+    errors = []
+    for i, target in enumerate(body.targets):
+        late = _too_late(loaded[target.calendar_id or body.calendar_id], target.model_dump(), now)
+        if late is not None:
+            errors.append(ErrorItem(loc=["body", "targets", i], msg=f"{late} on its calendar"))
+    if errors:
+        raise Unprocessable("; ".join(e.msg for e in errors), errors=errors)
     same_scope = select(agreements.c.id).where(
         agreements.c.organization_id.is_(None)
         if body.organization_id is None
@@ -213,7 +257,7 @@ async def _check_agreement(
 
 
 async def create_agreement(conn: AsyncConnection, *, ctx: Context, body: AgreementBody) -> Row[Any]:
-    row = await agreement_store.create(conn, ctx, await _check_agreement(conn, body))
+    row = await agreement_store.create(conn, ctx, await _check_agreement(conn, body, ctx.now))
     await slm_config.changed(conn)
     return row
 
@@ -227,7 +271,7 @@ async def replace_agreement(
     if_match: str | None,
 ) -> Row[Any]:
     current = await agreement_store.get(conn, agreement_id, lock=True)
-    values = await _check_agreement(conn, body, exclude=agreement_id)
+    values = await _check_agreement(conn, body, ctx.now, exclude=agreement_id)
     row = await agreement_store.update(conn, ctx, current, values, if_match=if_match)
     await slm_config.changed(conn)
     return row

@@ -217,3 +217,17 @@ def test_live_updates_and_replay_give_the_same_clocks(
             segments[-1][0] if segments and segments[-1][1] is None else None,
             at,
         ) == running // timedelta(microseconds=1)
+
+
+def test_a_clock_not_due_before_the_year_3000_has_no_due_time() -> None:
+    """Agreements cannot ask for such a target (app/slm/service.py), but a clock that got one
+    is still scheduled: it is never due, and nothing fails."""
+    minute_a_week = WorkingCalendar(timezone="UTC", week=parse_week({"mon": [["09:00", "09:01"]]}))
+    ten_years_in_hours = 10 * 366 * 24
+    running = schedule(
+        clock(minute_a_week, target_hours=ten_years_in_hours), warned=False, breach_notified=False
+    )
+    assert (running.due_at, running.warn_at, running.breach_at) == (None, None, None)
+    assert running.next_check_at is None
+    reachable = schedule(clock(minute_a_week, target_hours=1), warned=False, breach_notified=False)
+    assert reachable.due_at == datetime(2027, 4, 19, 9, 1, tzinfo=UTC)  # T0 and 59 Mondays on

@@ -139,32 +139,63 @@ async def test_add_and_elapsed_count_at_most_a_hundred_years(world: World) -> No
     near_the_end = await world.customer_a.post(
         f"{office_url}/add", json={"start": "2999-12-31T16:00:00Z", "seconds": 7200}
     )
-    assert problem(near_the_end, 422)["errors"][0]["loc"] == ["body", "seconds"]
+    near = problem(near_the_end, 422)
+    assert near["errors"][0]["loc"] == ["body", "seconds"]
+    assert "before 3000-01-01T00:00:00Z" in near["detail"]
+    # What /elapsed counts over a hundred years (36,525 days), /add reaches: here the last
+    # working minute ends exactly a hundred years after start.
+    mondays = await calendar(world.manager, hours={"mon": [["09:00", "09:01"]]})
+    mondays_url = f"/slm/calendars/{mondays['id']}"
+    start, end = "2000-01-04T09:01:00Z", "2100-01-04T09:01:00Z"  # Tuesday, 36,525 days on
+    span = {"start": start, "end": end}
+    worked = ok(await world.customer_a.post(f"{mondays_url}/elapsed", json=span), 200)
+    assert worked["seconds"] == 5_218 * 60
+    reach = {"start": start, "seconds": worked["seconds"]}
+    assert ok(await world.customer_a.post(f"{mondays_url}/add", json=reach), 200)["end"] == end
+    beyond = await world.customer_a.post(
+        f"{mondays_url}/add", json={"start": start, "seconds": worked["seconds"] + 1}
+    )
+    assert "within 100 years of start" in problem(beyond, 422)["detail"]
     century = {"start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}
     assert ok(await world.customer_a.post(f"{office_url}/elapsed", json=century), 200)
     longer = {"start": "2000-01-01T00:00:00Z", "end": "2100-01-02T00:00:01Z"}
     problem(await world.customer_a.post(f"{office_url}/elapsed", json=longer), 422)
 
 
-async def test_a_clock_not_due_before_the_year_3000_has_no_due_time(world: World) -> None:
+async def test_a_target_its_calendar_takes_over_a_century_to_reach_is_refused(
+    world: World,
+) -> None:
+    """A clock that would never be due costs every write of its incident a walk through the
+    centuries: such a target is a 422 when the agreement is saved, and so is a calendar whose
+    new hours would make an agreement's target one."""
     minute_a_week = await calendar(world.manager, hours={"mon": [["09:00", "09:01"]]})
     ten_years = 10 * 366 * 86_400
-    await agreement(
-        world.manager,
-        minute_a_week["id"],
-        organization_id=world.org_a["id"],
-        targets=[
-            {"priority": p, "response_seconds": 60, "resolution_seconds": ten_years}
-            for p in range(1, 6)
-        ],
+    targets = [
+        {"priority": 1, "response_seconds": 60, "resolution_seconds": 3600},
+        {"priority": 2, "response_seconds": 60, "resolution_seconds": ten_years},
+    ]
+    body = {"name": "Sparse", "calendar_id": minute_a_week["id"], "targets": targets}
+    refused = problem(await world.manager.post("/slm/agreements", json=body), 422)
+    assert [e["loc"] for e in refused["errors"]] == [["body", "targets", 1]]
+    assert "priority 2 target of 316224000 s" in refused["detail"]
+    office = await calendar(world.manager)
+    per_target = {**body, "calendar_id": office["id"]}  # the long target on the sparse calendar
+    per_target["targets"] = [targets[0], {**targets[1], "calendar_id": minute_a_week["id"]}]
+    problem(await world.manager.post("/slm/agreements", json=per_target), 422)
+    # On office hours the same target is reached (in about 42 years).
+    standing = await agreement(world.manager, office["id"], targets=targets)
+    incident = await world.incident(impact=1, urgency=1)
+    assert incident["priority"] == 1
+    assert clocks_of(incident)["resolution"]["due_at"] == "2026-03-02T10:00:00Z"
+    # Office hours cut to a minute a week would leave that target out of reach: refused, and
+    # the calendar keeps its hours.
+    replaced = await world.manager.put(
+        f"/slm/calendars/{office['id']}",
+        json={"name": "Office", "timezone": "UTC", "hours": {"mon": [["09:00", "09:01"]]}},
+        headers={"If-Match": f'"{office["version"]}"'},
     )
-    incident = await world.incident()
-    sla = clocks_of(incident)
-    assert sla["response"]["due_at"] is not None
-    assert (sla["resolution"]["state"], sla["resolution"]["due_at"]) == ("running", None)
-    assert clocks_of(await fetch(world, incident))["resolution"]["due_at"] is None
-    moved = await world.move(incident, "in_progress")
-    assert clocks_of(moved)["resolution"]["due_at"] is None
+    assert standing["name"] in problem(replaced, 422)["detail"]
+    assert ok(await world.manager.get(f"/slm/calendars/{office['id']}"), 200) == office
 
 
 async def test_always_on_counts_every_instant(world: World) -> None:
