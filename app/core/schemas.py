@@ -51,10 +51,23 @@ def utc_instant(value: datetime) -> datetime:
     return utc
 
 
+def bound_instant(value: datetime) -> datetime:
+    """An aware instant bounding a query, in UTC; outside EARLIEST .. LATEST it is the nearer
+    end, which selects the same stored instants (all lie within): `created_before=9999-12-31Z`
+    means no upper bound."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # an offset that moves it past year 1 or 9999
+        return EARLIEST if value.year < 5000 else LATEST
+    return min(max(utc, EARLIEST), LATEST)
+
+
 # Instants: input must carry an offset (RFC 3339), within EARLIEST .. LATEST; stored in UTC,
 # answered with a `Z` (pydantic writes UTC as `Z`, and every instant read from the database is
-# UTC). Bodies and query parameters alike.
+# UTC).
 Instant = Annotated[AwareDatetime, AfterValidator(utc_instant)]
+# A query's bounds (`created_after`, `from`, ...): any aware instant, clamped to the range.
+InstantBound = Annotated[AwareDatetime, AfterValidator(bound_instant)]
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(max_length=20_000)]

@@ -15,7 +15,7 @@ from app.core.auth import Principal
 from app.core.db import Bound, one_of
 from app.core.errors import Forbidden
 from app.core.queryparams import QueryModel
-from app.core.schemas import Instant
+from app.core.schemas import InstantBound
 from app.incidents.lifecycle import Channel, RequestType, State
 from app.incidents.models import incidents
 
@@ -53,8 +53,8 @@ class IncidentFilters(BaseModel):
     request_type: Annotated[list[RequestType], Field(max_length=4)] = []
     channel: Annotated[list[Channel], Field(max_length=6)] = []
     major: bool | None = None
-    created_after: Instant | None = None
-    created_before: Instant | None = None
+    created_after: InstantBound | None = None
+    created_before: InstantBound | None = None
     q: Annotated[str | None, Field(min_length=1, max_length=200)] = None
 
     @field_validator("q")

@@ -14,7 +14,7 @@ from app.core.context import Context
 from app.core.deps import Admin, CurrentCall, Manager, Write
 from app.core.pagination import PageDep
 from app.core.responses import Reply, json_response
-from app.core.schemas import Instant, Page
+from app.core.schemas import InstantBound, Page
 from app.incidents.filters import FiltersDep
 from app.slm import reports, service
 from app.slm.priority import (
@@ -175,8 +175,8 @@ async def replace_agreement(
 
 # --- reports --------------------------------------------------------------------------------
 
-From = Annotated[Instant | None, Query(alias="from", description="inclusive")]
-To = Annotated[Instant | None, Query(alias="to", description="exclusive")]
+From = Annotated[InstantBound | None, Query(alias="from", description="inclusive")]
+To = Annotated[InstantBound | None, Query(alias="to", description="exclusive")]
 
 
 @router.get(
