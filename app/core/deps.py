@@ -56,7 +56,7 @@ async def request_connection(request: Request) -> AsyncConnection:
             log.warning("no connection for %s %s: %s", request.method, request.url.path, exc)
             raise Unavailable("The service is too busy; try again shortly.") from exc
         except (OSError, DBAPIError) as exc:
-            log.error("cannot connect to the database", exc_info=exc)
+            log.error("cannot connect to the database: %r", exc)  # one line per request
             raise Unavailable("The database cannot be reached; try again shortly.") from exc
         request.scope[_CONNECTION] = conn
         on_request_end(request.scope, partial(db.end_request, conn))

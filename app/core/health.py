@@ -47,9 +47,23 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text format: requests and latencies by route, and the domain gauges that
-    the app registered (`app.state.domain_metrics`), read from the database at scrape time."""
+    the app registered (`app.state.domain_metrics`), read from the database at scrape time;
+    without them, and `sdms_database_up 0`, when the database does not answer."""
     db: Database = request.app.state.db
     body, content_type = metrics_text()
-    for collect in request.app.state.domain_metrics:
-        body += await collect(db)
+    domain = b""
+    try:
+        for collect in request.app.state.domain_metrics:
+            domain += await collect(db)
+        up = 1
+    except (SQLAlchemyError, OSError) as exc:  # the requests' own metrics still count
+        log.warning("metrics without the database's gauges: %s", exc)
+        domain, up = b"", 0
+    body += (
+        domain
+        + (
+            "# HELP sdms_database_up Whether the database answered this scrape's queries\n"
+            f"# TYPE sdms_database_up gauge\nsdms_database_up {up}\n"
+        ).encode()
+    )
     return Response(body, media_type=content_type)

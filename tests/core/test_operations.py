@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @asynccontextmanager
-async def app_on(url: str) -> AsyncIterator[AsyncClient]:
+async def app_on(url: str, database: Database | None = None) -> AsyncIterator[AsyncClient]:
     """The app on a database of its own (no bootstrap key, no workers)."""
-    database = Database(create_engine(url))
+    database = database or Database(create_engine(url))
     app = create_app(Settings(database_url=url, embedded_worker=False), database=database, jobs=[])
     try:
         async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as http:
@@ -123,8 +123,11 @@ async def test_readyz_503_when_the_database_is_unreachable(url: str) -> None:
 async def test_an_api_request_is_a_503_to_retry_when_the_database_is_unreachable(
     url: str,
 ) -> None:
-    async with app_on(url) as http:
-        for _ in range(2):  # the failed connect left nothing behind that changes the answer
+    # One request at a time on a pool of one: a turn or connection that a failed connect
+    # kept would make the next request "too busy" instead.
+    one = Database(create_engine(url, pool_size=1, max_overflow=0, pool_timeout=1), concurrency=1)
+    async with app_on(url, database=one) as http:
+        for _ in range(3):
             response = await asyncio.wait_for(
                 http.get("/api/v1/incidents", headers={"Authorization": "Bearer any-key"}), 30
             )
@@ -193,6 +196,31 @@ async def test_metrics_count_and_time_requests_by_route(api: Api, world: World) 
     # The metrics endpoint's own text is well formed for a scraper (the parser is strict).
     assert "# TYPE sdms_http_requests_total counter" in after
     assert "# TYPE sdms_http_request_duration_seconds histogram" in after
+    assert samples(after, "sdms_database_up") == {(): 1.0}
+    assert samples(after, "sdms_change_log_last_seq")  # a domain gauge, read from the database
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite:////nonexistent-directory/sdms.db",
+        "postgresql+asyncpg://sdms:secret-password@127.0.0.1:1/sdms",
+    ],
+    ids=["sqlite", "postgresql"],
+)
+async def test_metrics_answer_without_the_database(url: str) -> None:
+    """A scrape while the database is down still gets the requests' metrics (the 503s
+    included), with `sdms_database_up 0` and no domain gauges."""
+    async with app_on(url) as http:
+        failed = await http.get("/api/v1/incidents", headers={"Authorization": "Bearer k"})
+        assert failed.status_code == 503
+        response = await asyncio.wait_for(http.get("/metrics"), 30)
+    assert response.status_code == 200, response.text
+    body = response.text
+    assert samples(body, "sdms_database_up") == {(): 0.0}
+    assert not samples(body, "sdms_change_log_last_seq")
+    assert route_value(body, "sdms_http_requests_total", "/api/v1/incidents", status="503") >= 1
+    assert "secret-password" not in body
 
 
 # --- the command line -----------------------------------------------------------------------
