@@ -769,7 +769,8 @@ async def test_instants_outside_1970_to_3000_are_a_422_and_change_nothing(world:
         patched = ok(await world.agent.patch(url, json={"estimated_resolution_at": instant}), 200)
         assert patched["estimated_resolution_at"] == instant
     # A query's bounds outside the range are its nearer end: the same incidents, no error.
-    everything, nothing = [incident["id"]], []
+    everything: list[str] = [incident["id"]]
+    nothing: list[str] = []
     for params, expected in (
         ({"created_before": "9999-12-31T23:59:59Z"}, everything),
         ({"created_before": "9999-12-31T23:59:59-01:00"}, everything),
