@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, Select, bindparam, tuple_
+from sqlalchemy import BigInteger, ColumnElement, Select, SmallInteger, bindparam, tuple_
 
 from app.core.db import Bound
 from app.core.errors import Unprocessable
@@ -46,12 +46,19 @@ def _parse_datetime(value: Any) -> datetime:
     return utc_instant(parsed)
 
 
-def _parse_int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError("not an integer")
-    if not -(2**63) <= value < 2**63:  # no column holds more (SQLite: none can bind it)
-        raise ValueError("out of range")
-    return value
+def _int_parser(bits: int) -> Callable[[Any], int]:
+    """Integers that a column of `bits` can hold (beyond them PostgreSQL refuses to bind, and
+    SQLite cannot bind past 64 bits)."""
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1)
+
+    def parse(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError("not an integer")
+        if not low <= value < high:
+            raise ValueError("out of range")
+        return value
+
+    return parse
 
 
 def timestamp_key(name: str, column: ColumnElement[Any]) -> SortKey:
@@ -59,7 +66,9 @@ def timestamp_key(name: str, column: ColumnElement[Any]) -> SortKey:
 
 
 def integer_key(name: str, column: ColumnElement[Any]) -> SortKey:
-    return SortKey(name, column, _parse_int)
+    kind = column.type
+    bits = 16 if isinstance(kind, SmallInteger) else 64 if isinstance(kind, BigInteger) else 32
+    return SortKey(name, column, _int_parser(bits))
 
 
 def _parse_uuid(value: Any) -> uuid.UUID:

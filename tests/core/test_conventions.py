@@ -815,6 +815,8 @@ async def test_forged_cursors_out_of_range_are_a_422(world: World) -> None:
     for sort, cursor in (
         ("-priority", forged(token, 2**63, some_id)),
         ("-priority", forged(token, -(2**63) - 1, some_id)),
+        ("-priority", forged(token, 2**15, some_id)),  # priority is a SMALLINT
+        ("-priority", forged(token, -(2**15) - 1, some_id)),
         ("-created_at", forged(created_token, "0001-01-01T00:00:00+14:00", some_id)),
         ("-created_at", forged(created_token, "9999-12-31T23:59:59-14:00", some_id)),
         ("-created_at", forged(created_token, "0001-01-01T00:00:00+00:00", some_id)),
@@ -822,5 +824,6 @@ async def test_forged_cursors_out_of_range_are_a_422(world: World) -> None:
         response = await world.agent.get("/incidents", params={"sort": sort, "cursor": cursor})
         assert ["query", "cursor"] in [e["loc"] for e in problem(response, 422)["errors"]]
     # A forged cursor within range is just a position.
-    cursor = forged(token, 5, some_id)
-    ok(await world.agent.get("/incidents", params={"sort": "-priority", "cursor": cursor}), 200)
+    for priority in (5, 2**15 - 1, -(2**15)):
+        cursor = forged(token, priority, some_id)
+        ok(await world.agent.get("/incidents", params={"sort": "-priority", "cursor": cursor}), 200)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Column, Integer, MetaData, Table, Uuid, select
+from sqlalchemy import BigInteger, Column, MetaData, Table, Uuid, select
 
 from app.core.concurrency import check_if_match, etag, parse_if_match
 from app.core.db import UTCDateTime
@@ -23,7 +23,7 @@ records = Table(
     MetaData(),
     Column("id", Uuid, primary_key=True),
     Column("created_at", UTCDateTime),
-    Column("priority", Integer),
+    Column("priority", BigInteger),  # 64 bits: the integers below (up to 2**53) fit
 )
 KEYS = {
     "created_at": timestamp_key("created_at", records.c.created_at),
