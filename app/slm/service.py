@@ -104,9 +104,9 @@ async def replace_calendar(
     if_match: str | None,
 ) -> Row[Any]:
     current = await calendar_store.get(conn, calendar_id, lock=True)
-    row = await calendar_store.update(conn, ctx, current, _calendar_values(body), if_match=if_match)
-    # The agreements that count on it must still reach their targets on its new hours.
-    replaced = working_calendar(snapshot(row))
+    # The agreements that count on it must still reach their targets on its new hours. Checked
+    # on the body's own calendar: the cache of parsed calendars holds committed versions only.
+    replaced = body.working_calendar()
     for agreement in (await conn.execute(select(agreements))).all():
         for target in agreement.targets:
             if (target.get("calendar_id") or str(agreement.calendar_id)) != str(calendar_id):
@@ -117,6 +117,7 @@ async def replace_calendar(
                     ("body", "hours"),
                     f"agreement {agreement.name!r} (id {agreement.id}): {late} on these hours",
                 )
+    row = await calendar_store.update(conn, ctx, current, _calendar_values(body), if_match=if_match)
     await slm_config.changed(conn)
     return row
 
@@ -201,8 +202,8 @@ def _too_late(calendar: WorkingCalendar, target: Mapping[str, Any], now: datetim
     reach (a calendar of a minute a week and a target of years): its clocks would never be
     due, and counting that far costs every write of theirs time. None: nothing."""
     seconds = max(target["response_seconds"], target["resolution_seconds"])
-    try:
-        add_seconds(calendar, now, seconds, before=now + MAX_SPAN)
+    try:  # within MAX_SPAN, its end included, as for /add
+        add_seconds(calendar, now, seconds, before=now + MAX_SPAN + _ONE_US)
     except BeyondRange:
         return (
             f"the priority {target['priority']} target of {seconds} s would take more than "
@@ -225,7 +226,11 @@ async def _check_agreement(
     if calendar_ids - found:
         missing = ", ".join(sorted(str(c) for c in calendar_ids - found))
         raise Unprocessable.field(("body", "calendar_id"), f"unknown calendars: {missing}")
-    loaded = {c: await load_calendar(conn, c) for c in calendar_ids}
+    # Locked: a calendar replaced meanwhile would not see this agreement, nor it the new hours.
+    loaded = {
+        c: working_calendar(snapshot(await calendar_store.get(conn, c, lock=True)))
+        for c in sorted(calendar_ids)
+    }
     errors = []
     for i, target in enumerate(body.targets):
         late = _too_late(loaded[target.calendar_id or body.calendar_id], target.model_dump(), now)

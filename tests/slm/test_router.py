@@ -196,6 +196,23 @@ async def test_a_target_its_calendar_takes_over_a_century_to_reach_is_refused(
     )
     assert standing["name"] in problem(replaced, 422)["detail"]
     assert ok(await world.manager.get(f"/slm/calendars/{office['id']}"), 200) == office
+    # Nothing of the refused hours stays behind: the next replacement is judged, and counted
+    # on, by its own hours.
+    round_the_clock = {d: [["00:00", "24:00"]] for d in WEEKDAYS}
+    accepted = ok(
+        await world.manager.put(
+            f"/slm/calendars/{office['id']}",
+            json={"name": "Office", "timezone": "UTC", "hours": round_the_clock},
+            headers={"If-Match": f'"{office["version"]}"'},
+        ),
+        200,
+    )
+    assert accepted["version"] == office["version"] + 1
+    added = await world.customer_a.post(
+        f"/slm/calendars/{office['id']}/add",
+        json={"start": "2026-03-02T00:00:00Z", "seconds": 3600},
+    )
+    assert ok(added, 200)["end"] == "2026-03-02T01:00:00Z"
 
 
 async def test_always_on_counts_every_instant(world: World) -> None:
