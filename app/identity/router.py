@@ -50,8 +50,10 @@ IdList = Annotated[list[uuid.UUID], Query(max_length=50)]
 
 @router.get("/me", response_model=Me, tags=["identity"])
 async def get_me(call: CurrentCall) -> Response:
+    """Who the caller is; its `ETag` is the user record's (as `GET /users/{id}` answers it)."""
     conn, principal = call.conn, call.principal
-    return json_response(await service.me(conn, principal=principal))
+    me, version = await service.me(conn, principal=principal)
+    return json_response(me, version=version)
 
 
 # --- organizations --------------------------------------------------------------------------

@@ -396,13 +396,15 @@ async def list_users(
     return [user_view(r, memberships[r.id]) for r in rows], cursor
 
 
-async def me(conn: AsyncConnection, *, principal: Principal) -> Me:
+async def me(conn: AsyncConnection, *, principal: Principal) -> tuple[Me, int | None]:
+    """Who the caller is, and the version of its user record (None: the built-in admin, which
+    has none)."""
     organization = None
     if principal.organization_id is not None:
         org_row = await organization_store.get(conn, principal.organization_id)
         organization = OrganizationRead.model_validate(org_row)
     if principal.is_bootstrap:
-        return Me(
+        bootstrap = Me(
             id=principal.user_id,
             email=None,
             name=principal.name,
@@ -411,8 +413,9 @@ async def me(conn: AsyncConnection, *, principal: Principal) -> Me:
             organization=None,
             group_ids=[],
         )
+        return bootstrap, None
     user = await get_user(conn, principal=principal, user_id=principal.user_id)
-    return Me(
+    me = Me(
         id=user.id,
         email=user.email,
         name=user.name,
@@ -421,6 +424,7 @@ async def me(conn: AsyncConnection, *, principal: Principal) -> Me:
         organization=organization,
         group_ids=user.group_ids,
     )
+    return me, user.version
 
 
 def _may_manage_keys(principal: Principal, user_id: uuid.UUID) -> bool:

@@ -56,7 +56,9 @@ async def test_authorization_is_checked_before_the_body(api: Api, world: World) 
 
 
 async def test_bootstrap_admin_key_authenticates_as_an_admin(admin: Api, api: Api) -> None:
-    me = ok(await admin.get("/me"), 200)
+    answer = await admin.get("/me")
+    me = ok(answer, 200)
+    assert "etag" not in answer.headers  # the built-in admin has no record, so no version
     assert me["role"] == "admin"
     assert me["id"] == str(BOOTSTRAP_ADMIN_ID)
     assert me["organization_id"] is None
@@ -213,10 +215,13 @@ async def test_create_user(api: Api, world: World) -> None:
     assert user["active"] is True
     assert user["group_ids"] == []
     assert user["api_key"].startswith("sdms_")
-    me = ok(await api.as_key(user["api_key"]).get("/me"), 200)
+    answer = await api.as_key(user["api_key"]).get("/me")
+    me = ok(answer, 200)
     assert (me["id"], me["role"], me["organization_id"]) == (user["id"], "customer", org_a)
     # The key is shown once: reading the user never shows it again.
-    got = ok(await admin.get(f"/users/{user['id']}"), 200)
+    read = await admin.get(f"/users/{user['id']}")
+    got = ok(read, 200)
+    assert answer.headers["etag"] == read.headers["etag"] == '"1"'  # /me is the user's record
     assert "api_key" not in got
     assert user["api_key"] not in str(ok(await admin.get(f"/users/{user['id']}/api-keys"), 200))
 
