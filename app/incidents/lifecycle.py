@@ -287,13 +287,17 @@ def plan_transition(
     return Plan(changes=changes, note=note, comment=comment, comment_public=comment_public)
 
 
-def plan_customer_reply(facts: IncidentFacts) -> Plan | None:
-    """A customer's public comment answers the question the incident was waiting on."""
+def plan_customer_reply(facts: IncidentFacts, now: datetime) -> Plan | None:
+    """A customer's public comment answers the question the incident was waiting on: the
+    incident moves back to in_progress, with what every move into in_progress does (the
+    acknowledgement and the response, if not yet recorded: rebuilt clocks see the move too)."""
     if facts.state is State.on_hold and facts.hold_reason is HoldReason.awaiting_customer:
-        return Plan(
-            changes={"state": State.in_progress, "hold_reason": None},
-            note="The customer replied.",
-        )
+        changes: dict[str, Any] = {"state": State.in_progress, "hold_reason": None}
+        if facts.acknowledged_at is None:
+            changes["acknowledged_at"] = now
+        if facts.responded_at is None:
+            changes["responded_at"] = now
+        return Plan(changes=changes, note="The customer replied.")
     return None
 
 
@@ -339,6 +343,23 @@ def plan_patch(
             )
         if changes["hold_reason"] is None:
             raise Unprocessable.field(("body", "hold_reason"), "an incident on hold needs one")
+        if (
+            changes["hold_reason"] == HoldReason.awaiting_customer
+            and facts.hold_reason is not HoldReason.awaiting_customer
+        ):
+            # waiting for the customer starts with the question asked, which a PATCH cannot
+            # carry: that is the transition's (back to in_progress, then on_hold with it)
+            raise Unprocessable.field(
+                ("body", "hold_reason"),
+                "to wait for the customer, move the incident to on_hold with hold_reason "
+                "awaiting_customer and the question as a public comment (POST /transitions)",
+            )
+    if facts.state is State.resolved:
+        for name in ("resolution_code", "resolution_notes"):
+            if name in changes and not changes[name]:
+                raise Unprocessable.field(
+                    ("body", name), f"a resolved incident keeps its {name}; reopen it first"
+                )
     impact = changes.get("impact", current["impact"])
     urgency = changes.get("urgency", current["urgency"])
     changes["priority"] = (

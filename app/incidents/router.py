@@ -113,7 +113,10 @@ async def confirm_resolution(
 
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         comment = body.comment if body is not None else None
-        return _reply(await service.confirm(conn, ctx=ctx, ref=incident_id, comment=comment), ctx)
+        incident = await service.confirm(
+            conn, ctx=ctx, ref=incident_id, comment=comment, if_match=write.if_match
+        )
+        return _reply(incident, ctx)
 
     return await write.run(action)
 
@@ -123,7 +126,9 @@ async def reject_resolution(incident_id: IncidentRef, body: RejectBody, write: W
     """The customer rejects the resolution: the incident is reopened (in_progress)."""
 
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
-        row = await service.reject(conn, ctx=ctx, ref=incident_id, reason=body.reason)
+        row = await service.reject(
+            conn, ctx=ctx, ref=incident_id, reason=body.reason, if_match=write.if_match
+        )
         return _reply(row, ctx)
 
     return await write.run(action)

@@ -425,7 +425,12 @@ async def apply_plan(
 
 
 async def _customer_move(
-    conn: AsyncConnection, ctx: Context, ref: str, request: TransitionRequest, via: Via
+    conn: AsyncConnection,
+    ctx: Context,
+    ref: str,
+    request: TransitionRequest,
+    via: Via,
+    if_match: str | None,
 ) -> Incident:
     if not ctx.principal.is_customer:
         raise Forbidden(
@@ -433,6 +438,7 @@ async def _customer_move(
             "(closing with confirmation_note, reopening with reason)."
         )
     current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
+    check_if_match(if_match, current.version)
     plan = lifecycle.plan_transition(
         IncidentFacts.of(current), request, via=via, actor_id=None, now=ctx.now
     )
@@ -440,7 +446,12 @@ async def _customer_move(
 
 
 async def confirm(
-    conn: AsyncConnection, *, ctx: Context, ref: str, comment: str | None
+    conn: AsyncConnection,
+    *,
+    ctx: Context,
+    ref: str,
+    comment: str | None,
+    if_match: str | None,
 ) -> Incident:
     request = TransitionRequest(
         to=State.closed,
@@ -448,12 +459,14 @@ async def confirm(
         comment_public=True,
         reason="Resolution confirmed by the customer.",
     )
-    return await _customer_move(conn, ctx, ref, request, Via.customer_confirm)
+    return await _customer_move(conn, ctx, ref, request, Via.customer_confirm, if_match)
 
 
-async def reject(conn: AsyncConnection, *, ctx: Context, ref: str, reason: str) -> Incident:
+async def reject(
+    conn: AsyncConnection, *, ctx: Context, ref: str, reason: str, if_match: str | None
+) -> Incident:
     request = TransitionRequest(to=State.in_progress, reason=reason)
-    return await _customer_move(conn, ctx, ref, request, Via.customer_reject)
+    return await _customer_move(conn, ctx, ref, request, Via.customer_reject, if_match)
 
 
 async def add_comment(
@@ -479,7 +492,7 @@ async def add_comment(
     if public and principal.is_staff:
         changes.update(_staff_response(current, principal, ctx.now))
     if principal.is_customer:
-        reply = lifecycle.plan_customer_reply(facts)
+        reply = lifecycle.plan_customer_reply(facts, ctx.now)
         if reply is not None:
             changes.update(reply.changes)
             note, event = reply.note, "incident.state_changed"

@@ -232,13 +232,29 @@ def test_customer_confirmation_closes_without_a_note() -> None:
 
 
 def test_a_customer_reply_resumes_only_an_incident_awaiting_the_customer() -> None:
-    waiting = IncidentFacts(state=State.on_hold, hold_reason=HoldReason.awaiting_customer)
-    plan = plan_customer_reply(waiting)
+    earlier = NOW - timedelta(hours=1)
+    waiting = IncidentFacts(
+        state=State.on_hold,
+        hold_reason=HoldReason.awaiting_customer,
+        acknowledged_at=earlier,
+        responded_at=earlier,
+    )
+    plan = plan_customer_reply(waiting, NOW)
     assert plan is not None
     assert plan.changes == {"state": State.in_progress, "hold_reason": None}
+    # Never acknowledged (on hold straight from new): the move into in_progress does it.
+    fresh = IncidentFacts(state=State.on_hold, hold_reason=HoldReason.awaiting_customer)
+    plan = plan_customer_reply(fresh, NOW)
+    assert plan is not None
+    assert plan.changes == {
+        "state": State.in_progress,
+        "hold_reason": None,
+        "acknowledged_at": NOW,
+        "responded_at": NOW,
+    }
     vendor = IncidentFacts(state=State.on_hold, hold_reason=HoldReason.awaiting_vendor)
-    assert plan_customer_reply(vendor) is None
-    assert plan_customer_reply(IncidentFacts(state=State.in_progress)) is None
+    assert plan_customer_reply(vendor, NOW) is None
+    assert plan_customer_reply(IncidentFacts(state=State.in_progress), NOW) is None
 
 
 @pytest.mark.parametrize("state", list(State))

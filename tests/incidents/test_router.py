@@ -13,7 +13,7 @@ from app.core.changelog import change_log
 from app.core.clock import ManualClock
 from app.core.db import Database
 from app.itil.numbers import record_counters
-from tests.factories import Api, World, make_user, ok
+from tests.factories import Api, World, make_user, ok, problem
 
 NUMBER = re.compile(r"^INC-MSK-\d{7}$")
 INTERNAL = ("assignee_id", "group_id", "problem_id", "caused_by_change_id", "created_by_id")
@@ -504,6 +504,58 @@ async def test_customer_reply_resumes_an_incident_awaiting_it(world: World) -> N
     )
     resumed = ok(await world.agent.get(f"/incidents/{incident['id']}"), 200)
     assert (resumed["state"], resumed["hold_reason"]) == ("in_progress", None)
+
+
+async def test_waiting_for_the_customer_starts_only_with_the_question(world: World) -> None:
+    """A PATCH cannot turn another hold into waiting for the customer: that wait starts with
+    the question asked (a public comment), which only the transition carries."""
+    incident = await world.incident()
+    held = await world.move(incident, "on_hold", hold_reason="awaiting_change")
+    url = f"/incidents/{incident['id']}"
+    refused = await world.agent.patch(url, json={"hold_reason": "awaiting_customer"})
+    assert problem(refused, 422)["errors"][0]["loc"] == ["body", "hold_reason"]
+    assert ok(await world.agent.get(url), 200) == held
+    # Between the other hold reasons a PATCH is enough, and out of waiting for the customer.
+    vendor = ok(await world.agent.patch(url, json={"hold_reason": "awaiting_vendor"}), 200)
+    assert vendor["hold_reason"] == "awaiting_vendor"
+
+
+async def test_a_resolved_incident_keeps_its_resolution(world: World) -> None:
+    incident = await world.incident()
+    resolved = await world.move(incident, "resolved", **REQUIRED["resolved"])
+    url = f"/incidents/{incident['id']}"
+    for patch in (
+        {"resolution_code": None},
+        {"resolution_notes": None},
+        {"resolution_notes": ""},
+        {"resolution_code": None, "resolution_notes": None},
+    ):
+        problem(await world.agent.patch(url, json=patch), 422)
+    assert ok(await world.agent.get(url), 200) == resolved
+    better = ok(await world.agent.patch(url, json={"resolution_notes": "Rebooted the SBC."}), 200)
+    assert better["resolution_notes"] == "Rebooted the SBC."
+
+
+async def test_confirm_and_reject_honour_if_match(world: World) -> None:
+    incident = await world.incident()
+    resolved = await world.move(incident, "resolved", **REQUIRED["resolved"])
+    url = f"/incidents/{incident['id']}"
+    stale = {"If-Match": f'"{resolved["version"] - 1}"'}
+    current = {"If-Match": f'"{resolved["version"]}"'}
+    problem(await world.customer_a.post(f"{url}/confirm", headers=stale), 412)
+    refused = await world.customer_a.post(f"{url}/reject", json={"reason": "no"}, headers=stale)
+    problem(refused, 412)
+    assert ok(await world.agent.get(url), 200) == resolved
+    reopened = ok(
+        await world.customer_a.post(f"{url}/reject", json={"reason": "no"}, headers=current), 200
+    )
+    assert reopened["state"] == "in_progress"
+    await world.move(reopened, "resolved", **REQUIRED["resolved"])
+    again = ok(await world.agent.get(url), 200)
+    closed = await world.customer_a.post(
+        f"{url}/confirm", headers={"If-Match": f'"{again["version"]}"'}
+    )
+    assert ok(closed, 200)["state"] == "closed"
 
 
 async def test_a_vendor_hold_is_not_resumed_by_the_customer(world: World) -> None:

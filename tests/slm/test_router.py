@@ -580,6 +580,36 @@ async def test_rebuild_changes_nothing_on_an_untouched_incident(
     assert rebuilt["version"] == before["version"]
 
 
+async def test_a_customer_reply_that_resumes_the_incident_acknowledges_it(
+    world: World, clock: ManualClock
+) -> None:
+    """Waiting for the customer straight from new: the question (a public staff comment) is
+    the response, and the customer's reply moves the incident to in_progress, which
+    acknowledges it as any move into in_progress does. Rebuilding the clocks from the journal
+    changes nothing."""
+    await office_agreement(world)
+    incident = await world.incident()
+    clock.advance(minutes=20)
+    await world.move(
+        incident, "on_hold", hold_reason="awaiting_customer", comment="Which firmware version?"
+    )
+    clock.advance(minutes=10)
+    ok(
+        await world.customer_a.post(
+            f"/incidents/{incident['id']}/comments", json={"body": "Version 7.2"}
+        ),
+        201,
+    )
+    resumed = await fetch(world, incident)
+    assert resumed["state"] == "in_progress"
+    assert resumed["acknowledged_at"] == z(clock.now())
+    response = clocks_of(resumed)["response"]
+    assert (response["state"], response["elapsed_seconds"]) == ("met", 20 * 60)
+    assert clocks_of(resumed)["resolution"]["state"] == "running"
+    rebuilt = ok(await world.manager.post(f"/incidents/{incident['id']}/sla/rebuild"), 200)
+    assert rebuilt["sla"] == resumed["sla"]
+
+
 async def test_rebuild_applies_a_holiday_added_afterwards(world: World, clock: ManualClock) -> None:
     cal = await calendar(world.manager)
     await agreement(world.manager, cal["id"])
