@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from app.core.auth import Role
+from app.core.auth import Principal, Role
 from app.core.config import API_PREFIX
 from app.core.context import Context
 from app.core.deps import Action, Admin, CurrentCall, Manager, Staff, Write, WriteContext
@@ -287,19 +287,25 @@ async def create_service(body: ServiceCreate, _: Admin, write: Write) -> Respons
     return await write.run(action)
 
 
+def _service_view(row: Any, principal: Principal) -> dict[str, Any]:
+    """A service as the caller may see it: customers without its owner group (internal)."""
+    hidden = {"owner_group_id"} if principal.is_customer else set()
+    return ServiceRead.model_validate(row).model_dump(mode="json", exclude=hidden)
+
+
 @router.get("/services", response_model=Page[ServiceRead], tags=["services"])
 async def list_services(call: CurrentCall, params: PageDep) -> Response:
-    conn = call.conn
+    conn, principal = call.conn, call.principal
     rows, cursor = await service.service_store.page(conn, params)
-    items = [ServiceRead.model_validate(r) for r in rows]
-    return json_response(Page[ServiceRead](items=items, next_cursor=cursor))
+    items = [_service_view(r, principal) for r in rows]
+    return json_response({"items": items, "next_cursor": cursor})
 
 
 @router.get("/services/{service_id}", response_model=ServiceRead, tags=["services"])
 async def get_service(service_id: uuid.UUID, call: CurrentCall) -> Response:
-    conn = call.conn
+    conn, principal = call.conn, call.principal
     row = await service.service_store.get(conn, service_id)
-    return json_response(ServiceRead.model_validate(row), version=row.version)
+    return json_response(_service_view(row, principal), version=row.version)
 
 
 @router.patch("/services/{service_id}", response_model=ServiceRead, tags=["services"])

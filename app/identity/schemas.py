@@ -173,4 +173,6 @@ class ServicePatch(InputModel):
 class ServiceRead(RecordRead):
     code: str
     name: str
-    owner_group_id: uuid.UUID | None
+    owner_group_id: uuid.UUID | None = Field(
+        default=None, description="The support group that owns it; not shown to customers."
+    )

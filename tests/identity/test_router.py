@@ -557,10 +557,19 @@ async def test_services(api: Api, world: World) -> None:
     )
     assert response.headers["etag"] == '"1"'
     problem(await admin.post("/services", json={"name": "Other", "code": "TEL"}), 409)
-    # The catalogue is public to every caller, customers included.
-    catalogue = ids(ok(await world.customer_a.get("/services"), 200))
+    # The catalogue is public to every caller, customers included, but which group owns a
+    # service is internal: staff see it, customers do not.
+    listed = ok(await world.customer_a.get("/services"), 200)
+    catalogue = ids(listed)
     assert {service["id"], world.service["id"]} <= catalogue
-    assert ok(await world.customer_b.get(f"/services/{service['id']}"), 200)["code"] == "TEL"
+    assert all("owner_group_id" not in item for item in listed["items"])
+    seen = ok(await world.customer_b.get(f"/services/{service['id']}"), 200)
+    assert seen["code"] == "TEL"
+    assert "owner_group_id" not in seen
+    staff_view = ok(await world.agent.get(f"/services/{service['id']}"), 200)
+    assert staff_view["owner_group_id"] == world.group["id"]
+    staff_list = ok(await world.agent.get("/services"), 200)["items"]
+    assert {i["id"]: i["owner_group_id"] for i in staff_list}[service["id"]] == world.group["id"]
     problem(await world.customer_b.get(f"/services/{NOWHERE}"), 404)
 
     path = f"/services/{service['id']}"
