@@ -141,7 +141,11 @@ class Keyset:
         if name not in keys:
             allowed = ", ".join(sorted({*keys, *(f"-{k}" for k in keys)}))
             raise Unprocessable.field(("query", "sort"), f"sort must be one of: {allowed}")
-        return cls(token, (keys[name], uuid_key("id", id_column)), token.startswith("-"))
+        # The cursor names its list (the table) as well as its order: another list's cursor
+        # of the same order is refused, not taken as a position in this one.
+        table = getattr(getattr(id_column, "table", None), "name", "")
+        scoped = f"{table}:{token}"
+        return cls(scoped, (keys[name], uuid_key("id", id_column)), token.startswith("-"))
 
     def apply(self, stmt: Select[Any], params: PageParams) -> Select[Any]:
         columns = [key.column for key in self.columns]

@@ -198,6 +198,13 @@ async def test_foreign_or_tampered_cursors_are_refused(world: World) -> None:
     ):
         response = await world.agent.get("/incidents", params={"limit": 1, "cursor": bad})
         assert ["query", "cursor"] in [e["loc"] for e in problem(response, 422)["errors"]], bad
+    # A cursor belongs to its list: another list's, of the same order, is refused.
+    for _ in range(2):
+        await make_org(world.admin)
+    orgs = ok(await world.admin.get("/organizations", params={"limit": 1}), 200)["next_cursor"]
+    for path in ("/incidents", "/users"):
+        response = await world.admin.get(path, params={"limit": 1, "cursor": orgs})
+        assert ["query", "cursor"] in [e["loc"] for e in problem(response, 422)["errors"]], path
     # A cursor belongs to its sort order.
     for sort in ("created_at", "priority", "-priority", "updated_at"):
         response = await world.agent.get("/incidents", params={"cursor": cursor, "sort": sort})
