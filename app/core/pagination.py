@@ -22,7 +22,7 @@ from sqlalchemy import BigInteger, ColumnElement, Select, SmallInteger, bindpara
 from app.core.db import Bound
 from app.core.errors import Unprocessable
 from app.core.queryparams import QueryModel
-from app.core.schemas import utc_instant
+from app.core.schemas import InstantBound, utc_instant
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -96,6 +96,10 @@ class PageParams:
     limit: int
     cursor: str | None
     sort: str | None
+    # `created_after` (inclusive) and `created_before` (exclusive): record lists
+    # (`RecordPageDep`); the incidents' own filters carry theirs
+    created_after: datetime | None = None
+    created_before: datetime | None = None
 
 
 class PageQuery(BaseModel):
@@ -117,6 +121,26 @@ class PageQuery(BaseModel):
 
 page_params = QueryModel(PageQuery, PageQuery.page_params)
 PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+class RecordPageQuery(PageQuery):
+    """A page of a list of records (`RecordStore.page`), with the filters every record has."""
+
+    created_after: Annotated[InstantBound | None, Field(description="inclusive")] = None
+    created_before: Annotated[InstantBound | None, Field(description="exclusive")] = None
+
+    def page_params(self) -> PageParams:
+        return PageParams(
+            limit=self.limit,
+            cursor=self.cursor or None,
+            sort=self.sort,
+            created_after=self.created_after,
+            created_before=self.created_before,
+        )
+
+
+record_page_params = QueryModel(RecordPageQuery, RecordPageQuery.page_params)
+RecordPageDep = Annotated[PageParams, Depends(record_page_params)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,6 +213,11 @@ class RecordStore:
         *conditions: ColumnElement[bool],
     ) -> tuple[Sequence[Row[Any]], str | None]:
         keyset = Keyset.choose(params.sort, self.keyset_keys, self.table.c.id, "-created_at")
+        created = self.table.c.created_at
+        if params.created_after is not None:
+            conditions = (*conditions, created >= params.created_after)
+        if params.created_before is not None:
+            conditions = (*conditions, created < params.created_before)
         stmt = keyset.apply(select(self.table).where(*conditions), params)
         rows = (await conn.execute(stmt)).all()
         return keyset.page(rows, params)

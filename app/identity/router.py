@@ -13,7 +13,7 @@ from app.core.auth import Principal, Role
 from app.core.config import API_PREFIX
 from app.core.context import Context
 from app.core.deps import Action, Admin, CurrentCall, Manager, Staff, Write, WriteContext
-from app.core.pagination import PageDep
+from app.core.pagination import RecordPageDep
 from app.core.responses import Reply, json_response
 from app.core.schemas import Page
 from app.identity import service
@@ -71,7 +71,7 @@ async def create_organization(body: OrganizationCreate, _: Admin, write: Write) 
 
 
 @router.get("/organizations", response_model=Page[OrganizationRead], tags=["organizations"])
-async def list_organizations(call: CurrentCall, params: PageDep) -> Response:
+async def list_organizations(call: CurrentCall, params: RecordPageDep) -> Response:
     conn, principal = call.conn, call.principal
     rows, cursor = await service.list_organizations(conn, principal=principal, params=params)
     items = [OrganizationRead.model_validate(r) for r in rows]
@@ -117,7 +117,7 @@ async def create_user(body: UserCreate, _: Admin, write: Write) -> Response:
 @router.get("/users", response_model=Page[UserRead], tags=["users"])
 async def list_users(
     call: CurrentCall,
-    params: PageDep,
+    params: RecordPageDep,
     role: Annotated[list[Role], Query(max_length=5)] = [],  # noqa: B006 (FastAPI query list)
     organization_id: IdList = [],  # noqa: B006
     group_id: IdList = [],  # noqa: B006
@@ -200,7 +200,7 @@ async def create_group(body: GroupCreate, _: Admin, write: Write) -> Response:
 
 
 @router.get("/groups", response_model=Page[GroupRead], tags=["groups"])
-async def list_groups(call: Staff, params: PageDep) -> Response:
+async def list_groups(call: Staff, params: RecordPageDep) -> Response:
     conn = call.conn
     rows, cursor = await service.group_store.page(conn, params)
     items = [GroupRead.model_validate(r) for r in rows]
@@ -240,7 +240,7 @@ async def create_contact(body: ContactCreate, _: Manager, write: Write) -> Respo
 @router.get("/contacts", response_model=Page[ContactRead], tags=["contacts"])
 async def list_contacts(
     call: CurrentCall,
-    params: PageDep,
+    params: RecordPageDep,
     organization_id: IdList = [],  # noqa: B006
     email: Annotated[str | None, Query(max_length=254)] = None,
 ) -> Response:
@@ -294,7 +294,7 @@ def _service_view(row: Any, principal: Principal) -> dict[str, Any]:
 
 
 @router.get("/services", response_model=Page[ServiceRead], tags=["services"])
-async def list_services(call: CurrentCall, params: PageDep) -> Response:
+async def list_services(call: CurrentCall, params: RecordPageDep) -> Response:
     conn, principal = call.conn, call.principal
     rows, cursor = await service.service_store.page(conn, params)
     items = [_service_view(r, principal) for r in rows]

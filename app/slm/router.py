@@ -12,7 +12,7 @@ from starlette.responses import Response
 from app.core.config import API_PREFIX
 from app.core.context import Context
 from app.core.deps import Admin, CurrentCall, Manager, Write
-from app.core.pagination import PageDep
+from app.core.pagination import PageDep, RecordPageDep
 from app.core.responses import Reply, json_response
 from app.core.schemas import InstantBound, Page
 from app.incidents.filters import FiltersDep
@@ -73,7 +73,7 @@ async def create_calendar(body: CalendarBody, write: Write, _: Manager) -> Respo
 
 
 @router.get("/calendars", response_model=Page[CalendarRead])
-async def list_calendars(call: CurrentCall, params: PageDep) -> Response:
+async def list_calendars(call: CurrentCall, params: RecordPageDep) -> Response:
     conn = call.conn
     rows, cursor = await service.calendar_store.page(conn, params)
     items = [service.calendar_view(r) for r in rows]
@@ -141,7 +141,7 @@ async def create_agreement(body: AgreementBody, write: Write, _: Manager) -> Res
 
 
 @router.get("/agreements", response_model=Page[AgreementRead])
-async def list_agreements(call: CurrentCall, params: PageDep) -> Response:
+async def list_agreements(call: CurrentCall, params: RecordPageDep) -> Response:
     conn, principal = call.conn, call.principal
     rows, cursor = await service.agreement_store.page(
         conn, params, *service.agreement_scope(principal)

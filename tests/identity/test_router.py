@@ -613,3 +613,33 @@ async def test_racing_creates_with_one_code_give_one_201_and_409s(world: World) 
             problem(response, 409)
     codes = [o["code"] for o in ok(await world.admin.get("/organizations"), 200)["items"]]
     assert codes.count("RACE") == 1
+
+
+async def test_record_lists_filter_by_creation_time(world: World, clock: ManualClock) -> None:
+    """`created_after` (inclusive) and `created_before` (exclusive) on every list of records,
+    as on incidents; a bound outside 1970..3000 is the range's end."""
+    clock.advance(hours=1)
+    cut = clock.now().isoformat().replace("+00:00", "Z")
+    later_org = await make_org(world.admin)
+    later_group = ok(await world.admin.post("/groups", json={"name": "Night shift"}), 201)
+    later_user, _ = await make_user(world.admin, "agent")
+    for path, later in (
+        ("/organizations", later_org),
+        ("/groups", later_group),
+        ("/users", later_user),
+    ):
+        after = ok(await world.admin.get(path, params={"created_after": cut}), 200)["items"]
+        assert [i["id"] for i in after] == [later["id"]], path
+        before = ok(await world.admin.get(path, params={"created_before": cut}), 200)["items"]
+        assert before and later["id"] not in [i["id"] for i in before], path
+        everything = {
+            "created_after": "0001-01-01T00:00:00Z",
+            "created_before": "9999-12-31T23:59:59Z",
+        }
+        bounded = await world.admin.get(path, params=everything)
+        all_of_them = ok(await world.admin.get(path), 200)["items"]
+        assert ok(bounded, 200)["items"] == all_of_them, path
+        problem(await world.admin.get(path, params={"created_after": "yesterday"}), 422)
+    # Tenancy still applies: a customer's organizations are its own, however it filters.
+    mine = ok(await world.customer_a.get("/organizations", params={"created_before": cut}), 200)
+    assert [o["id"] for o in mine["items"]] == [world.org_a["id"]]
