@@ -13,7 +13,7 @@ from app.core.auth import Principal, Role
 from app.core.config import API_PREFIX
 from app.core.context import Context
 from app.core.deps import Action, Admin, CurrentCall, Manager, Staff, Write, WriteContext
-from app.core.pagination import RecordPageDep
+from app.core.pagination import PageDep, RecordPageDep
 from app.core.responses import Reply, json_response
 from app.core.schemas import Page
 from app.identity import service
@@ -163,10 +163,13 @@ async def create_api_key(user_id: uuid.UUID, write: Write) -> Response:
     return await write.run(action)
 
 
-@router.get("/users/{user_id}/api-keys", response_model=list[ApiKeyRead], tags=["users"])
-async def list_api_keys(user_id: uuid.UUID, call: CurrentCall) -> list[ApiKeyRead]:
+@router.get("/users/{user_id}/api-keys", response_model=Page[ApiKeyRead], tags=["users"])
+async def list_api_keys(user_id: uuid.UUID, call: CurrentCall, params: PageDep) -> Response:
     conn, principal = call.conn, call.principal
-    return await service.list_api_keys(conn, principal=principal, user_id=user_id)
+    items, cursor = await service.list_api_keys(
+        conn, principal=principal, user_id=user_id, params=params
+    )
+    return json_response(Page[ApiKeyRead](items=items, next_cursor=cursor))
 
 
 @router.delete("/users/{user_id}/api-keys/{key_id}", response_model=ApiKeyRead, tags=["users"])

@@ -19,7 +19,7 @@ from app.core.concurrency import check_if_match
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, Unprocessable
 from app.core.ids import new_id
-from app.core.pagination import PageParams
+from app.core.pagination import Keyset, PageParams, timestamp_key
 from app.core.records import RecordStore, insert_record, update_record
 from app.core.sql import Query
 from app.identity.models import (
@@ -452,14 +452,18 @@ async def create_api_key(
     return await _issue_key(conn, ctx, user_id)
 
 
+_API_KEY_ORDER = {"created_at": timestamp_key("created_at", api_keys.c.created_at)}
+
+
 async def list_api_keys(
-    conn: AsyncConnection, *, principal: Principal, user_id: uuid.UUID
-) -> list[ApiKeyRead]:
+    conn: AsyncConnection, *, principal: Principal, user_id: uuid.UUID, params: PageParams
+) -> tuple[list[ApiKeyRead], str | None]:
+    """A user's keys, a page at a time like every list (newest first by default)."""
     await _key_owner(conn, principal, user_id)
-    rows = await conn.execute(
-        select(api_keys).where(api_keys.c.user_id == user_id).order_by(api_keys.c.created_at)
-    )
-    return [ApiKeyRead.model_validate(r) for r in rows]
+    keyset = Keyset.choose(params.sort, _API_KEY_ORDER, api_keys.c.id, "-created_at")
+    stmt = keyset.apply(select(api_keys).where(api_keys.c.user_id == user_id), params)
+    rows, cursor = keyset.page((await conn.execute(stmt)).all(), params)
+    return [ApiKeyRead.model_validate(r) for r in rows], cursor
 
 
 async def revoke_api_key(

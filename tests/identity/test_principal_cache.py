@@ -183,7 +183,7 @@ async def test_a_revoked_key_is_refused_by_every_process(
     key = user["api_key"]
     await a.keep(key)
     await b.keep(key)
-    keys = ok(await world.admin.get(f"/users/{user['id']}/api-keys"), 200)
+    keys = ok(await world.admin.get(f"/users/{user['id']}/api-keys"), 200)["items"]
     ok(await world.admin.delete(f"/users/{user['id']}/api-keys/{keys[0]['id']}"), 200)
     problem(await a.api(key).get("/me"), 401)
     await wait_for(lambda: not b.holds(key))  # PostgreSQL told the other process
@@ -200,7 +200,7 @@ async def test_the_process_that_revokes_forgets_before_it_answers(
     user, _ = await make_user(world.admin, "agent")
     key = user["api_key"]
     await deaf.keep(key)
-    keys = ok(await world.admin.get(f"/users/{user['id']}/api-keys"), 200)
+    keys = ok(await world.admin.get(f"/users/{user['id']}/api-keys"), 200)["items"]
     ok(await world.admin.delete(f"/users/{user['id']}/api-keys/{keys[0]['id']}"), 200)
     problem(await deaf.api(key).get("/me"), 401)
     other, _ = await make_user(world.admin, "agent")

@@ -223,7 +223,9 @@ async def test_create_user(api: Api, world: World) -> None:
     got = ok(read, 200)
     assert answer.headers["etag"] == read.headers["etag"] == '"1"'  # /me is the user's record
     assert "api_key" not in got
-    assert user["api_key"] not in str(ok(await admin.get(f"/users/{user['id']}/api-keys"), 200))
+    keys = ok(await admin.get(f"/users/{user['id']}/api-keys"), 200)["items"]
+    assert len(keys) == 1
+    assert user["api_key"] not in str(keys)
 
     # E-mails are unique, whatever their case.
     problem(await admin.post("/users", json={**body, "email": "OLGA@example.COM"}), 409)
@@ -359,9 +361,18 @@ async def test_api_keys_self_service_and_revocation(
     assert created["api_key"] != user["api_key"]
     new = api.as_key(created["api_key"])
     assert ok(await new.get("/me"), 200)["id"] == user["id"]
-    listed = ok(await key.get(keys_path), 200)
-    assert {k["id"] for k in listed} == {user["api_key_id"], created["id"]}
+    page = ok(await key.get(keys_path), 200)
+    listed = page["items"]
+    assert page["next_cursor"] is None
+    assert [k["id"] for k in listed] == [created["id"], user["api_key_id"]]  # newest first
     assert all("api_key" not in k and k["revoked_at"] is None for k in listed)
+    # A page at a time, like every list.
+    first = ok(await key.get(keys_path, params={"limit": 1}), 200)
+    assert [k["id"] for k in first["items"]] == [created["id"]]
+    rest = ok(await key.get(keys_path, params={"limit": 1, "cursor": first["next_cursor"]}), 200)
+    assert ([k["id"] for k in rest["items"]], rest["next_cursor"]) == ([user["api_key_id"]], None)
+    oldest_first = ok(await key.get(keys_path, params={"sort": "created_at"}), 200)["items"]
+    assert [k["id"] for k in oldest_first] == [user["api_key_id"], created["id"]]
 
     revoked = ok(await key.delete(f"{keys_path}/{user['api_key_id']}"), 200)
     assert revoked["revoked_at"] is not None
@@ -370,7 +381,7 @@ async def test_api_keys_self_service_and_revocation(
     again = ok(await new.delete(f"{keys_path}/{user['api_key_id']}"), 200)
     assert again["revoked_at"] == revoked["revoked_at"]  # revoking twice rewrites nothing
     assert ok(await new.get("/me"), 200)["id"] == user["id"]
-    listed = {k["id"]: k for k in ok(await new.get(keys_path), 200)}
+    listed = {k["id"]: k for k in ok(await new.get(keys_path), 200)["items"]}
     assert listed[user["api_key_id"]]["revoked_at"] is not None
     assert listed[created["id"]]["revoked_at"] is None
     # An admin revokes anyone's key.
