@@ -333,3 +333,41 @@ async def test_0007_keeps_the_clocks_and_gives_back_their_foreign_keys(
         await asyncio.to_thread(command.downgrade, alembic_config(url), "0006")
         assert await _foreign_keys(url, "sla_clocks") == at_0006
         assert len(await _read(url, select(sla_clocks))) == 1
+
+
+async def test_0008_gives_existing_api_keys_their_versions(
+    pg_server: PostgresServer | None, tmp_path: Path
+) -> None:
+    """Keys issued before 0008 get version 1, or 2 when already revoked; they still work."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from app.core.ids import new_id
+    from app.identity.models import api_keys, users
+
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    user, live, revoked = new_id(), new_id(), new_id()
+
+    async def write(conn: Any) -> None:
+        await conn.execute(
+            insert(users).values(
+                id=user, name="Anna", role="agent", active=True, created_at=now, updated_at=now
+            )
+        )
+        for key, gone in ((live, None), (revoked, now)):
+            await conn.execute(
+                insert(api_keys).values(  # the columns a key had before 0008
+                    id=key,
+                    user_id=user,
+                    key_hash=key.hex,
+                    prefix="sdms_abcdefg",
+                    created_at=now,
+                    revoked_at=gone,
+                )
+            )
+
+    for url in _urls(pg_server, tmp_path, "key_versions"):
+        await _written_before(url, "0007", write)
+        found = dict(await _read(url, select(api_keys.c.id, api_keys.c.version)))
+        assert found == {live: 1, revoked: 2}

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     String,
     Table,
     Text,
@@ -66,6 +67,8 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    # 1 when issued, 2 once revoked (the ETag of its answers; migration 0008)
+    Column("version", Integer, nullable=False, server_default="1"),
 )
 
 contacts = Table(

@@ -158,7 +158,8 @@ async def update_user(user_id: uuid.UUID, body: UserPatch, _: Admin, write: Writ
 async def create_api_key(user_id: uuid.UUID, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
         key = await service.create_api_key(conn, ctx=ctx, user_id=user_id)
-        return Reply(ApiKeyCreated.model_validate(key), 201, secret_fields=("api_key",))
+        created = ApiKeyCreated.model_validate(key)
+        return Reply(created, 201, key.version, secret_fields=("api_key",))
 
     return await write.run(action)
 
@@ -175,7 +176,8 @@ async def list_api_keys(user_id: uuid.UUID, call: CurrentCall, params: PageDep) 
 @router.delete("/users/{user_id}/api-keys/{key_id}", response_model=ApiKeyRead, tags=["users"])
 async def revoke_api_key(user_id: uuid.UUID, key_id: uuid.UUID, write: Write) -> Response:
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
-        return Reply(await service.revoke_api_key(conn, ctx=ctx, user_id=user_id, key_id=key_id))
+        key = await service.revoke_api_key(conn, ctx=ctx, user_id=user_id, key_id=key_id)
+        return Reply(key, 200, key.version)
 
     return await _changing_principals(write, action)
 

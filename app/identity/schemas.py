@@ -89,6 +89,7 @@ class IssuedApiKey(OutputModel):
     api_key: str
     prefix: str
     created_at: datetime
+    version: int
 
 
 class ApiKeyCreated(OutputModel):
@@ -99,6 +100,7 @@ class ApiKeyCreated(OutputModel):
     )
     prefix: str
     created_at: datetime
+    version: int
 
 
 class ApiKeyRead(OutputModel):
@@ -107,6 +109,7 @@ class ApiKeyRead(OutputModel):
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    version: int
 
 
 class Me(OutputModel):

@@ -267,7 +267,9 @@ async def _issue_key(conn: AsyncConnection, ctx: Context, user_id: uuid.UUID) ->
             ApiKeyRead.model_validate(row).model_dump(mode="json"),
         ),
     )
-    return IssuedApiKey(id=row.id, api_key=key, prefix=row.prefix, created_at=row.created_at)
+    return IssuedApiKey(
+        id=row.id, api_key=key, prefix=row.prefix, created_at=row.created_at, version=row.version
+    )
 
 
 async def create_user(conn: AsyncConnection, *, ctx: Context, data: UserCreate) -> UserCreated:
@@ -478,7 +480,10 @@ async def revoke_api_key(
         return ApiKeyRead.model_validate(row)
     row = (
         await conn.execute(
-            update(api_keys).where(*this_key).values(revoked_at=ctx.now).returning(api_keys)
+            update(api_keys)
+            .where(*this_key)
+            .values(revoked_at=ctx.now, version=api_keys.c.version + 1)
+            .returning(api_keys)
         )
     ).one()
     view = ApiKeyRead.model_validate(row)

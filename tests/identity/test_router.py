@@ -358,6 +358,7 @@ async def test_api_keys_self_service_and_revocation(
     response = await key.post(keys_path)
     created = ok(response, 201)
     assert set(created) >= {"id", "api_key"}
+    assert (created["version"], response.headers["etag"]) == (1, '"1"')
     assert created["api_key"] != user["api_key"]
     new = api.as_key(created["api_key"])
     assert ok(await new.get("/me"), 200)["id"] == user["id"]
@@ -374,12 +375,14 @@ async def test_api_keys_self_service_and_revocation(
     oldest_first = ok(await key.get(keys_path, params={"sort": "created_at"}), 200)["items"]
     assert [k["id"] for k in oldest_first] == [user["api_key_id"], created["id"]]
 
-    revoked = ok(await key.delete(f"{keys_path}/{user['api_key_id']}"), 200)
+    revoking = await key.delete(f"{keys_path}/{user['api_key_id']}")
+    revoked = ok(revoking, 200)
     assert revoked["revoked_at"] is not None
+    assert (revoked["version"], revoking.headers["etag"]) == (2, '"2"')
     problem(await key.get("/me"), 401)
     clock.advance(minutes=5)
     again = ok(await new.delete(f"{keys_path}/{user['api_key_id']}"), 200)
-    assert again["revoked_at"] == revoked["revoked_at"]  # revoking twice rewrites nothing
+    assert again == revoked  # revoking twice rewrites nothing, not even the version
     assert ok(await new.get("/me"), 200)["id"] == user["id"]
     listed = {k["id"]: k for k in ok(await new.get(keys_path), 200)["items"]}
     assert listed[user["api_key_id"]]["revoked_at"] is not None
