@@ -108,6 +108,8 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    if slug is None and status == 422:
+        slug = Unprocessable.slug  # one type for every invalid input, whoever found it
     body: dict[str, Any] = {
         "type": problem_type(slug or phrase.lower().replace(" ", "-")),
         "title": phrase,

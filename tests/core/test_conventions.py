@@ -75,6 +75,11 @@ async def test_errors_are_problem_details(api: Api, world: World) -> None:
     locations = {tuple(e["loc"]) for e in invalid["errors"]}
     assert ("body", "title") in locations
     assert ("body", "impact") in locations
+    # One type for every invalid input: the schema's checks, SDMS's own rules, the database's.
+    by_rule = problem(await world.agent.patch(path, json={"hold_reason": "awaiting_vendor"}), 422)
+    bad_query = problem(await world.agent.get("/incidents", params={"limit": 0}), 422)
+    types = {invalid["type"], by_rule["type"], bad_query["type"]}
+    assert types == {"urn:sdms:problem:validation-error"}
     # Every 422 carries `errors`, also when the failure is not tied to a field of the schema.
     reused = {"Idempotency-Key": "k-1"}
     ok(await world.customer_a.post("/incidents", json={"title": "a"}, headers=reused), 201)
