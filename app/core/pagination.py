@@ -10,7 +10,7 @@ import base64
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -130,13 +130,8 @@ class RecordPageQuery(PageQuery):
     created_before: Annotated[InstantBound | None, Field(description="exclusive")] = None
 
     def page_params(self) -> PageParams:
-        return PageParams(
-            limit=self.limit,
-            cursor=self.cursor or None,
-            sort=self.sort,
-            created_after=self.created_after,
-            created_before=self.created_before,
-        )
+        page = super().page_params()
+        return replace(page, created_after=self.created_after, created_before=self.created_before)
 
 
 record_page_params = QueryModel(RecordPageQuery, RecordPageQuery.page_params)
