@@ -265,6 +265,7 @@ async def _issue_key(conn: AsyncConnection, ctx: Context, user_id: uuid.UUID) ->
             row.id,
             "api_key.created",
             ApiKeyRead.model_validate(row).model_dump(mode="json"),
+            row.version,
         ),
     )
     return IssuedApiKey(
@@ -478,17 +479,22 @@ async def revoke_api_key(
         raise NotFound(f"No API key {key_id} of user {user_id}.")
     if row.revoked_at is not None:  # revoking again changes nothing, not even the time
         return ApiKeyRead.model_validate(row)
-    row = (
+    revoked = (
         await conn.execute(
             update(api_keys)
-            .where(*this_key)
+            .where(*this_key, api_keys.c.revoked_at.is_(None))  # a racing revoke got there first
             .values(revoked_at=ctx.now, version=api_keys.c.version + 1)
             .returning(api_keys)
         )
-    ).one()
-    view = ApiKeyRead.model_validate(row)
+    ).first()
+    if revoked is None:
+        return ApiKeyRead.model_validate(
+            (await conn.execute(select(api_keys).where(*this_key))).one()
+        )
+    view = ApiKeyRead.model_validate(revoked)
     await ctx.log_changes(
-        conn, Change("api_key", row.id, "api_key.revoked", view.model_dump(mode="json"))
+        conn,
+        Change("api_key", view.id, "api_key.revoked", view.model_dump(mode="json"), view.version),
     )
     return view
 

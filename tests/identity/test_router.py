@@ -632,15 +632,29 @@ async def test_racing_creates_with_one_code_give_one_201_and_409s(world: World) 
 async def test_record_lists_filter_by_creation_time(world: World, clock: ManualClock) -> None:
     """`created_after` (inclusive) and `created_before` (exclusive) on every list of records,
     as on incidents; a bound outside 1970..3000 is the range's end."""
+    early = {"organization_id": world.org_a["id"], "email": "desk@baltic.example", "name": "Desk"}
+    ok(await world.admin.post("/contacts", json=early), 201)
+    office = {"name": "Office", "timezone": "UTC", "hours": {"mon": [["09:00", "17:00"]]}}
+    ok(await world.manager.post("/slm/calendars", json=office), 201)
     clock.advance(hours=1)
     cut = clock.now().isoformat().replace("+00:00", "Z")
     later_org = await make_org(world.admin)
     later_group = ok(await world.admin.post("/groups", json={"name": "Night shift"}), 201)
     later_user, _ = await make_user(world.admin, "agent")
+    contact = {"organization_id": world.org_a["id"], "email": "ops@baltic.example", "name": "Ops"}
+    later_contact = ok(await world.admin.post("/contacts", json=contact), 201)
+    later_service = ok(
+        await world.admin.post("/services", json={"name": "SMS", "code": "SMS"}), 201
+    )
+    always = {"name": "24x7", "timezone": "UTC", "always_on": True}
+    later_calendar = ok(await world.manager.post("/slm/calendars", json=always), 201)
     for path, later in (
         ("/organizations", later_org),
         ("/groups", later_group),
         ("/users", later_user),
+        ("/contacts", later_contact),
+        ("/services", later_service),
+        ("/slm/calendars", later_calendar),
     ):
         after = ok(await world.admin.get(path, params={"created_after": cut}), 200)["items"]
         assert [i["id"] for i in after] == [later["id"]], path
@@ -657,3 +671,24 @@ async def test_record_lists_filter_by_creation_time(world: World, clock: ManualC
     # Tenancy still applies: a customer's organizations are its own, however it filters.
     mine = ok(await world.customer_a.get("/organizations", params={"created_before": cut}), 200)
     assert [o["id"] for o in mine["items"]] == [world.org_a["id"]]
+
+
+async def test_racing_revokes_of_one_key_revoke_it_once(world: World, database: Database) -> None:
+    from app.core.changelog import change_log
+
+    user, _ = await make_user(world.admin, "agent")
+    path = f"/users/{user['id']}/api-keys/{user['api_key_id']}"
+    answers = await asyncio.gather(*(world.admin.delete(path) for _ in range(4)))
+    views = [ok(answer, 200) for answer in answers]
+    assert all(view == views[0] for view in views)
+    assert views[0]["version"] == 2
+    assert {answer.headers["etag"] for answer in answers} == {'"2"'}
+    async with database.read() as conn:
+        logged = (
+            await conn.execute(
+                select(change_log.c.event, change_log.c.entity_version).where(
+                    change_log.c.entity_id == uuid.UUID(user["api_key_id"])
+                )
+            )
+        ).all()
+    assert sorted(tuple(row) for row in logged) == [("api_key.created", 1), ("api_key.revoked", 2)]
