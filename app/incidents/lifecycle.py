@@ -351,8 +351,9 @@ def plan_patch(
             # carry: that is the transition's (back to in_progress, then on_hold with it)
             raise Unprocessable.field(
                 ("body", "hold_reason"),
-                "to wait for the customer, move the incident to on_hold with hold_reason "
-                "awaiting_customer and the question as a public comment (POST /transitions)",
+                "waiting for the customer starts with the question asked: move the incident "
+                "to in_progress, then to on_hold with hold_reason awaiting_customer and the "
+                "question as a public comment (POST /transitions)",
             )
     if facts.state is State.resolved:
         for name in ("resolution_code", "resolution_notes"):
