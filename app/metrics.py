@@ -7,16 +7,9 @@ from sqlalchemy import func, select
 
 from app.core.changelog import change_log
 from app.core.db import Database
+from app.core.observability import gauge_text
 from app.incidents.models import incidents
 from app.slm.models import sla_clocks
-
-
-def _gauge(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> bytes:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-    for labels, value in samples:
-        rendered = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        lines.append(f"{name}{{{rendered}}} {value}" if rendered else f"{name} {value}")
-    return ("\n".join(lines) + "\n").encode()
 
 
 async def incident_gauges(db: Database) -> bytes:
@@ -25,9 +18,9 @@ async def incident_gauges(db: Database) -> bytes:
             await conn.execute(select(incidents.c.state, func.count()).group_by(incidents.c.state))
         ).all()
         last_seq = (await conn.execute(select(func.max(change_log.c.seq)))).scalar()
-    return _gauge(
+    return gauge_text(
         "sdms_incidents", "Incidents by state", [({"state": s}, n) for s, n in by_state]
-    ) + _gauge(
+    ) + gauge_text(
         "sdms_change_log_last_seq",
         "Sequence of the newest change-log row",
         [({}, float(last_seq or 0))],
@@ -51,11 +44,11 @@ async def sla_gauges(db: Database) -> bytes:
                 .group_by(sla_clocks.c.kind)
             )
         ).all()
-    return _gauge(
+    return gauge_text(
         "sdms_sla_clocks",
         "SLA clocks by kind and state (running, paused, stopped)",
         [({"kind": k, "state": m}, n) for k, m, n in by_mode],
-    ) + _gauge(
+    ) + gauge_text(
         "sdms_sla_clocks_breached",
         "SLA clocks whose breach was signalled",
         [({"kind": k}, n) for k, n in breached],

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.core.db import Database
 from app.core.migrate import current_revision, head_revision
-from app.core.observability import metrics_text
+from app.core.observability import gauge_text, metrics_text
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("sdms.health")
@@ -59,11 +59,7 @@ async def metrics(request: Request) -> Response:
     except (SQLAlchemyError, OSError) as exc:  # the requests' own metrics still count
         log.warning("metrics without the database's gauges: %s", exc)
         domain, up = b"", 0
-    body += (
-        domain
-        + (
-            "# HELP sdms_database_up Whether the database answered this scrape's queries\n"
-            f"# TYPE sdms_database_up gauge\nsdms_database_up {up}\n"
-        ).encode()
+    body += domain + gauge_text(
+        "sdms_database_up", "Whether the database answered this scrape's queries", [({}, up)]
     )
     return Response(body, media_type=content_type)

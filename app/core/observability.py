@@ -54,6 +54,15 @@ def metrics_text() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
+def gauge_text(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> bytes:
+    """A gauge in Prometheus text format, from values read at scrape time (`/metrics`)."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    for labels, value in samples:
+        rendered = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        lines.append(f"{name}{{{rendered}}} {value}" if rendered else f"{name} {value}")
+    return ("\n".join(lines) + "\n").encode()
+
+
 _PROCESS_TAG = secrets.token_hex(8)
 _request_counter = itertools.count(1)
 
