@@ -150,23 +150,30 @@ async def load_calendar(conn: AsyncConnection, calendar_id: uuid.UUID) -> Workin
 _ONE_US = timedelta(microseconds=1)
 
 
+def _added_within_span(calendar: WorkingCalendar, start: datetime, seconds: int) -> datetime | None:
+    """`add_seconds`, if its end lies at most MAX_SPAN after `start` (that end included, as
+    `/elapsed` counts up to it); None if it lies further (or past the horizon)."""
+    try:
+        return add_seconds(calendar, start, seconds, before=start + MAX_SPAN + _ONE_US)
+    except BeyondRange:
+        return None
+
+
 async def calendar_add(
     conn: AsyncConnection, *, calendar_id: uuid.UUID, start: datetime, seconds: int
 ) -> datetime:
-    calendar = await load_calendar(conn, calendar_id)
-    latest = start + MAX_SPAN  # the end may lie at most that far from start, as for /elapsed
-    try:
-        return add_seconds(calendar, start, seconds, before=latest + _ONE_US)
-    except BeyondRange:
+    end = _added_within_span(await load_calendar(conn, calendar_id), start, seconds)
+    if end is None:
         within = (
             f"within {MAX_SPAN_TEXT} of start"
-            if latest < HORIZON
+            if start + MAX_SPAN < HORIZON
             else f"before {HORIZON.isoformat().replace('+00:00', 'Z')}"
         )
         raise Unprocessable.field(
             ("body", "seconds"),
             f"this much working time does not pass {within} on this calendar",
-        ) from None
+        )
+    return end
 
 
 async def calendar_elapsed(
@@ -202,9 +209,7 @@ def _too_late(calendar: WorkingCalendar, target: Mapping[str, Any], now: datetim
     reach (a calendar of a minute a week and a target of years): its clocks would never be
     due, and counting that far costs every write of theirs time. None: nothing."""
     seconds = max(target["response_seconds"], target["resolution_seconds"])
-    try:  # within MAX_SPAN, its end included, as for /add
-        add_seconds(calendar, now, seconds, before=now + MAX_SPAN + _ONE_US)
-    except BeyondRange:
+    if _added_within_span(calendar, now, seconds) is None:
         return (
             f"the priority {target['priority']} target of {seconds} s would take more than "
             f"{MAX_SPAN_TEXT} to reach"
