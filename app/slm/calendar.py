@@ -565,19 +565,14 @@ class _Engine:
 
     def add_us(self, start: int, amount: int, limit: int) -> int:
         """Earliest ``e`` with ``working_us(start, e) == amount``; requires ``amount > 0``.
-        ``BeyondRange`` if ``e`` is not before ``limit`` (the days after it are not walked)."""
+        ``BeyondRange`` if the days up to ``limit``'s own do not hold it (no day after is
+        walked); an ``e`` later on ``limit``'s day is answered, for the caller to compare."""
         if limit == _HORIZON_US:  # SLA clocks: the horizon's day, found once
             last_day = self._horizon_day
             if last_day is None:
                 last_day = self._horizon_day = self.day_of(limit)
         else:
             last_day = self.day_of(limit)
-        end = self._add_us(start, amount, last_day)
-        if end >= limit:
-            raise BeyondRange("the working time does not elapse before the limit")
-        return end
-
-    def _add_us(self, start: int, amount: int, last_day: int) -> int:
         day = self.day_of(start)
         remaining = amount
         for seg_start, seg_end in self.segments(day)[0]:
@@ -716,7 +711,7 @@ def add_time(
     elif calendar.always_on:
         end = start_us + amount
     else:
-        return _from_us(_engine(calendar).add_us(start_us, amount, limit))
+        end = _engine(calendar).add_us(start_us, amount, limit)
     if end >= limit:
         raise BeyondRange("the working time does not elapse before the limit")
     return _from_us(end)
