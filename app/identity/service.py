@@ -474,23 +474,19 @@ async def revoke_api_key(
 ) -> ApiKeyRead:
     await _key_owner(conn, ctx.principal, user_id)
     this_key = (api_keys.c.id == key_id, api_keys.c.user_id == user_id)
-    row = (await conn.execute(select(api_keys).where(*this_key))).first()
-    if row is None:
-        raise NotFound(f"No API key {key_id} of user {user_id}.")
-    if row.revoked_at is not None:  # revoking again changes nothing, not even the time
-        return ApiKeyRead.model_validate(row)
     revoked = (
         await conn.execute(
             update(api_keys)
-            .where(*this_key, api_keys.c.revoked_at.is_(None))  # a racing revoke got there first
+            .where(*this_key, api_keys.c.revoked_at.is_(None))  # also when revokes race
             .values(revoked_at=ctx.now, version=api_keys.c.version + 1)
             .returning(api_keys)
         )
     ).first()
-    if revoked is None:
-        return ApiKeyRead.model_validate(
-            (await conn.execute(select(api_keys).where(*this_key))).one()
-        )
+    if revoked is None:  # no such key, or revoked already: revoking again changes nothing
+        row = (await conn.execute(select(api_keys).where(*this_key))).first()
+        if row is None:
+            raise NotFound(f"No API key {key_id} of user {user_id}.")
+        return ApiKeyRead.model_validate(row)
     view = ApiKeyRead.model_validate(revoked)
     await ctx.log_changes(
         conn,
