@@ -292,12 +292,8 @@ def plan_customer_reply(facts: IncidentFacts, now: datetime) -> Plan | None:
     incident moves back to in_progress, with what every move into in_progress does (the
     acknowledgement and the response, if not yet recorded: rebuilt clocks see the move too)."""
     if facts.state is State.on_hold and facts.hold_reason is HoldReason.awaiting_customer:
-        changes: dict[str, Any] = {"state": State.in_progress, "hold_reason": None}
-        if facts.acknowledged_at is None:
-            changes["acknowledged_at"] = now
-        if facts.responded_at is None:
-            changes["responded_at"] = now
-        return Plan(changes=changes, note="The customer replied.")
+        request = TransitionRequest(to=State.in_progress, reason="The customer replied.")
+        return plan_transition(facts, request, via=Via.customer_reply, actor_id=None, now=now)
     return None
 
 
