@@ -587,11 +587,16 @@ def results_path(args: argparse.Namespace, started: datetime) -> tuple[Path, boo
     stem = started.strftime("%Y-%m-%d") if kept else started.strftime("%Y-%m-%d-%H%M%S")
     suffix = "-soak" if args.soak else ""
     path = directory / f"{stem}{suffix}.json"
-    n = 2
-    while path.exists():
-        path = directory / f"{stem}-{n}{suffix}.json"
-        n += 1
-    return path, kept
+    if not path.exists():
+        return path, kept
+    # After the highest number of the day, not in a gap: a run not kept leaves one, and a
+    # later run filling it would sort among older ones.
+    taken = [
+        int(number)
+        for other in directory.glob(f"{stem}-*{suffix}.json")
+        if (number := other.name[len(stem) + 1 : -len(f"{suffix}.json")]).isdigit()
+    ]
+    return directory / f"{stem}-{max(taken, default=1) + 1}{suffix}.json", kept
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -150,3 +150,24 @@ def test_busy_kernel_threads_flag_a_measurement() -> None:
     assert report.flags_of("create", scenario) == [
         "create/floor: the kernel's threads used 45 % of a core meanwhile"
     ]
+
+
+def test_a_kept_run_is_numbered_after_the_days_highest_not_in_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from bench import main
+
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    started = datetime(2026, 11, 22, 20, 0, tzinfo=UTC)
+    args = main.parse_args([])
+    assert main.results_path(args, started) == (tmp_path / "2026-11-22.json", True)
+    for name in (
+        "2026-11-22.json",
+        "2026-11-22-2.json",
+        "2026-11-22-4.json",
+        "2026-11-22-soak.json",
+    ):
+        (tmp_path / name).write_text("{}")
+    assert main.results_path(args, started) == (tmp_path / "2026-11-22-5.json", True)
