@@ -131,14 +131,22 @@ async def list_users(
         organization_id=organization_id,
         group_id=group_id,
     )
-    return json_response(Page[UserRead](items=items, next_cursor=cursor))
+    views = [_user_view(user, principal) for user in items]
+    return json_response({"items": views, "next_cursor": cursor})
+
+
+def _user_view(user: UserRead, principal: Principal) -> dict[str, Any]:
+    """A user as the caller may see it: customers without its groups (the support lines are
+    internal)."""
+    hidden = {"group_ids"} if principal.is_customer else set()
+    return user.model_dump(mode="json", exclude=hidden)
 
 
 @router.get("/users/{user_id}", response_model=UserRead, tags=["users"])
 async def get_user(user_id: uuid.UUID, call: CurrentCall) -> Response:
     conn, principal = call.conn, call.principal
     user = await service.get_user(conn, principal=principal, user_id=user_id)
-    return json_response(user, version=user.version)
+    return json_response(_user_view(user, principal), version=user.version)
 
 
 @router.patch("/users/{user_id}", response_model=UserRead, tags=["users"])

@@ -70,7 +70,10 @@ class UserRead(RecordRead):
     name: str
     role: Role
     organization_id: uuid.UUID | None
-    group_ids: list[uuid.UUID]
+    group_ids: list[uuid.UUID] = Field(
+        default_factory=list,
+        description="The support groups the user works in; not shown to customers.",
+    )
     active: bool
 
 

@@ -383,6 +383,8 @@ async def list_users(
     organization_id: Sequence[uuid.UUID] = (),
     group_id: Sequence[uuid.UUID] = (),
 ) -> tuple[list[UserRead], str | None]:
+    if group_id and principal.is_customer:  # memberships are internal: not even by filter
+        raise Forbidden("Customers cannot filter users by group_id.")
     conditions = _customer_user_scope(principal)
     if role:
         conditions.append(users.c.role.in_([r.value for r in role]))

@@ -267,6 +267,27 @@ async def test_user_reads_with_tenancy(api: Api, world: World) -> None:
     }
 
 
+async def test_customers_do_not_see_which_support_groups_a_user_works_in(world: World) -> None:
+    # A staff member of the customer's organization (its account manager, say) is visible to
+    # the customer, but the support lines it works in are internal.
+    insider, _ = await make_user(
+        world.admin, "agent", world.org_a["id"], group_ids=[world.group["id"]]
+    )
+    path = f"/users/{insider['id']}"
+    seen = ok(await world.customer_a.get(path), 200)
+    assert seen["role"] == "agent"
+    assert "group_ids" not in seen
+    listed = ok(await world.customer_a.get("/users", params={"role": "agent"}), 200)["items"]
+    assert [u["id"] for u in listed] == [insider["id"]]
+    assert "group_ids" not in listed[0]
+    by_group = {"group_id": world.group["id"]}
+    problem(await world.customer_a.get("/users", params=by_group), 403)
+    # Staff see memberships, and filter by them.
+    assert ok(await world.agent.get(path), 200)["group_ids"] == [world.group["id"]]
+    members = ids(ok(await world.agent.get("/users", params=by_group), 200))
+    assert insider["id"] in members
+
+
 async def test_update_user_and_group_membership(api: Api, world: World) -> None:
     admin = world.admin
     user, key = await make_user(admin, "agent")
