@@ -27,7 +27,7 @@ from app.incidents.schemas import (
     RejectBody,
     TransitionBody,
 )
-from app.itil.journal import JournalEntryRead, list_entries
+from app.itil.journal import JournalEntryRead, entry_views, list_entries
 
 # Routers carry the full prefix themselves, so that a matched route knows its whole template
 # (the metrics label requests by it).
@@ -155,7 +155,7 @@ async def list_journal(incident_id: IncidentRef, call: CurrentCall, params: Page
     rows, cursor = await list_entries(
         conn, record_id=incident.id, params=params, customer_view=principal.is_customer
     )
-    items = [JournalEntryRead.model_validate(r) for r in rows]
+    items = entry_views(rows, customer_view=principal.is_customer)
     return json_response(Page[JournalEntryRead](items=items, next_cursor=cursor))
 
 

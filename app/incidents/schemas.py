@@ -134,11 +134,14 @@ class TransitionBody(InputModel):
     resolution_code: ResolutionCode | None = None
     resolution_notes: LongText | None = None
     reason: Note | None = Field(
-        default=None, description="Why: required to cancel and to reopen; kept in the journal."
+        default=None,
+        description="Why: required to cancel and to reopen; the state change's note in the "
+        "journal, which customers see too.",
     )
     confirmation_note: Note | None = Field(
         default=None,
-        description="Closing on the customer's behalf: how the confirmation was received.",
+        description="Closing on the customer's behalf: how the confirmation was received "
+        "(the state change's note, which customers see too).",
     )
     comment: Note | None = Field(
         default=None,

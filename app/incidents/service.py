@@ -22,7 +22,7 @@ from app.core.pagination import Keyset, PageParams, integer_key, timestamp_key
 from app.core.records import parse_uuid, update_into
 from app.core.sql import Batch, DriverError, Query, as_dict
 from app.core.sql import Row as SqlRow
-from app.identity.models import groups, organizations, services
+from app.identity.models import groups, organizations, services, users
 from app.identity.service import ensure_exists, ensure_staff_user
 from app.incidents import lifecycle
 from app.incidents.filters import IncidentFilters
@@ -558,13 +558,26 @@ async def record_escalation(
 async def list_escalations(
     conn: AsyncConnection, *, principal: Principal, ref: str
 ) -> list[EscalationRead]:
+    """Customers see who escalated and why in their own words only for their organization's
+    escalations; of staff's and SDMS's own, the level, the reason and the time (the note is
+    internal, as in the journal)."""
     incident = await get_incident(conn, principal=principal, ref=ref)
-    rows = await conn.execute(
-        select(escalations)
-        .where(escalations.c.incident_id == incident.id)
-        .order_by(escalations.c.created_at, escalations.c.id)
-    )
-    return [EscalationRead.model_validate(r) for r in rows]
+    by_customer = (users.c.role == Role.customer.value).label("by_customer")
+    rows = (
+        await conn.execute(
+            select(escalations, by_customer)
+            .outerjoin(users, users.c.id == escalations.c.created_by_id)
+            .where(escalations.c.incident_id == incident.id)
+            .order_by(escalations.c.created_at, escalations.c.id)
+        )
+    ).all()
+    views = [EscalationRead.model_validate(r) for r in rows]
+    if not principal.is_customer:
+        return views
+    return [
+        view if row.by_customer else view.model_copy(update={"note": None, "created_by_id": None})
+        for view, row in zip(views, rows, strict=True)
+    ]
 
 
 async def rebuild_sla(conn: AsyncConnection, *, ctx: Context, ref: str) -> Incident:

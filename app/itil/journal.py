@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import JSON
 
-from app.core.auth import Principal
+from app.core.auth import Principal, Role
 from app.core.changelog import Change
 from app.core.db import UTCDateTime, metadata
 from app.core.ids import new_id
@@ -76,11 +76,17 @@ class JournalEntryRead(OutputModel):
     record_id: uuid.UUID
     kind: EntryKind
     public: bool
-    author_id: uuid.UUID | None = Field(description="null for changes made by SDMS itself")
+    author_id: uuid.UUID | None = Field(
+        description="null for changes made by SDMS itself or the bootstrap key; customers see "
+        "it for their organization's authors only (staff: the role alone)"
+    )
     author_role: str | None = Field(
         default=None, description="the author's role when writing; null for SDMS itself"
     )
-    body: str | None = Field(description="the comment, or the note given with a state change")
+    body: str | None = Field(
+        description="the comment, or the note given with a state change (its reason, shown "
+        "with the state change to customers too)"
+    )
     field: str | None
     old: Any = None
     new: Any = None
@@ -175,6 +181,18 @@ def public_only() -> ColumnElement[bool]:
         (journal_entries.c.kind == EntryKind.comment) & journal_entries.c.public.is_(True),
         (journal_entries.c.kind == EntryKind.field_change) & (journal_entries.c.field == "state"),
     )
+
+
+def entry_views(rows: Sequence[Row[Any]], *, customer_view: bool) -> list[JournalEntryRead]:
+    """Entries as the caller may see them: customers learn the role of a staff author, not who
+    it is (as an incident's `assignee_id` and `created_by_id`, staff identities are internal)."""
+    views = [JournalEntryRead.model_validate(r) for r in rows]
+    if not customer_view:
+        return views
+    return [
+        v if v.author_role in (None, Role.customer) else v.model_copy(update={"author_id": None})
+        for v in views
+    ]
 
 
 async def list_entries(

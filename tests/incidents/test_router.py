@@ -486,6 +486,13 @@ async def test_comments_and_what_customers_see(world: World) -> None:
     assert [e["created_at"] for e in staff_view] == sorted(e["created_at"] for e in staff_view)
     states = [(e["old"], e["new"]) for e in customer_view if e["field"] == "state"]
     assert states == [(None, "new"), ("new", "in_progress")]
+    # Who wrote: the customer sees its own organization's authors, and of staff the role only.
+    authors = {e["body"] or e["new"]: (e["author_role"], e["author_id"]) for e in customer_view}
+    assert authors["Thanks"] == ("customer", world.customer_a_user["id"])
+    assert authors["We are on it."] == ("agent", None)
+    assert authors["in_progress"] == ("agent", None)
+    staff_authors = {e["body"] or e["new"]: e["author_id"] for e in staff_view}
+    assert staff_authors["We are on it."] == world.agent_user["id"]
 
 
 async def test_customer_reply_resumes_an_incident_awaiting_it(world: World) -> None:
@@ -612,6 +619,28 @@ async def test_escalation_levels_up_to_two(world: World) -> None:
         (2, "reputation_risk"),
     ]
     assert (await world.agent.post(url, json={"reason": "bored"})).status_code == 422
+
+
+async def test_customers_see_staff_escalations_without_their_note_or_author(world: World) -> None:
+    incident = await world.incident()
+    url = f"/incidents/{incident['id']}/escalations"
+    mine = {"reason": "poor_experience", "note": "Nobody called back"}
+    ok(await world.customer_a.post(url, json=mine), 201)
+    staff = {"reason": "reputation_risk", "note": "Their CEO tweeted about it"}
+    ok(await world.agent.post(url, json=staff), 201)
+    # The journal keeps the staff note internal; the escalation list agrees with it.
+    customer_view = ok(await world.customer_a.get(url), 200)
+    assert [(e["reason"], e["note"], e["created_by_id"]) for e in customer_view] == [
+        ("poor_experience", "Nobody called back", world.customer_a_user["id"]),
+        ("reputation_risk", None, None),
+    ]
+    journal = ok(await world.customer_a.get(f"/incidents/{incident['id']}/journal"), 200)
+    assert "tweeted" not in str(journal)
+    staff_view = ok(await world.agent.get(url), 200)
+    assert [(e["note"], e["created_by_id"]) for e in staff_view] == [
+        ("Nobody called back", world.customer_a_user["id"]),
+        ("Their CEO tweeted about it", world.agent_user["id"]),
+    ]
 
 
 async def test_functional_escalation_is_journaled(world: World) -> None:
