@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import JSON
 
 from app.core.changelog import Change
+from app.core.concurrency import check_if_match
 from app.core.context import Context
 from app.core.db import metadata, record_columns
+from app.core.errors import PreconditionFailed
 from app.core.schemas import InputModel, OutputModel
 from app.core.sql import Query
 
@@ -92,8 +94,18 @@ async def load_matrix(conn: AsyncConnection) -> tuple[dict[int, dict[int, int]],
     return _from_json(row.matrix), row.version
 
 
-async def save_matrix(conn: AsyncConnection, *, ctx: Context, matrix: Matrix) -> PriorityMatrixRead:
+async def save_matrix(
+    conn: AsyncConnection, *, ctx: Context, matrix: Matrix, if_match: str | None = None
+) -> PriorityMatrixRead:
+    """Replace the matrix (version 0 until it is first saved). With `If-Match`, only the
+    version it names is replaced: checked on the locked row, and again by the write itself
+    (two first saves racing both saw no row)."""
     stored = {str(i): {str(u): p for u, p in row.items()} for i, row in matrix.items()}
+    seen: int | None = None
+    if if_match is not None:
+        locked = select(priority_matrix.c.version).where(priority_matrix.c.id == 1)
+        seen = (await conn.execute(locked.with_for_update())).scalar_one_or_none() or 0
+        check_if_match(if_match, seen)
     dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = dialect_insert(priority_matrix).values(
         id=1, matrix=stored, created_at=ctx.now, updated_at=ctx.now, version=1
@@ -101,8 +113,14 @@ async def save_matrix(conn: AsyncConnection, *, ctx: Context, matrix: Matrix) ->
     stmt = stmt.on_conflict_do_update(
         index_elements=[priority_matrix.c.id],
         set_={"matrix": stored, "updated_at": ctx.now, "version": priority_matrix.c.version + 1},
+        where=None if seen is None else priority_matrix.c.version == seen,
     ).returning(priority_matrix.c.version)
-    version = (await conn.execute(stmt)).scalar_one()
+    version = (await conn.execute(stmt)).scalar_one_or_none()
+    if version is None:  # saved by another request since it was read (two first saves)
+        raise PreconditionFailed(
+            f"The priority matrix changed: it is no longer at version {seen}, which If-Match "
+            "named. Fetch it again and retry."
+        )
     view = PriorityMatrixRead(matrix=_from_json(stored), version=version)
     await ctx.log_changes(
         conn,

@@ -49,10 +49,13 @@ async def get_priority_matrix(call: CurrentCall) -> Response:
 
 @router.put("/priority-matrix", response_model=PriorityMatrixRead)
 async def put_priority_matrix(body: PriorityMatrixBody, write: Write, _: Admin) -> Response:
-    """Replace the matrix (admin). Existing records keep their priority until reclassified."""
+    """Replace the matrix (admin). Existing records keep their priority until reclassified.
+    `If-Match` names the version replaced (`"0"` before the first save)."""
 
     async def action(conn: AsyncConnection, ctx: Context) -> Reply:
-        view = await service.set_priority_matrix(conn, ctx=ctx, matrix=body.matrix)
+        view = await service.set_priority_matrix(
+            conn, ctx=ctx, matrix=body.matrix, if_match=write.if_match
+        )
         return Reply(view, 200, view.version)
 
     return await write.run(action)

@@ -288,9 +288,13 @@ async def replace_agreement(
 
 
 async def set_priority_matrix(
-    conn: AsyncConnection, *, ctx: Context, matrix: Mapping[int, Mapping[int, int]]
+    conn: AsyncConnection,
+    *,
+    ctx: Context,
+    matrix: Mapping[int, Mapping[int, int]],
+    if_match: str | None = None,
 ) -> PriorityMatrixRead:
-    view = await save_matrix(conn, ctx=ctx, matrix=matrix)
+    view = await save_matrix(conn, ctx=ctx, matrix=matrix, if_match=if_match)
     await slm_config.changed(conn)
     return view
 

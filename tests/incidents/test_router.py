@@ -130,6 +130,23 @@ async def test_priority_follows_a_changed_matrix(world: World) -> None:
     assert (await world.admin.put("/slm/priority-matrix", json=bad)).status_code == 422
 
 
+async def test_replacing_the_matrix_honours_if_match(world: World) -> None:
+    path = "/slm/priority-matrix"
+    first = ok(await world.admin.get(path), 200)
+    assert (first["version"], first["matrix"]["3"]["3"]) == (0, 5)  # the default, never saved
+    lenient = {**first["matrix"], "3": {"1": 3, "2": 4, "3": 4}}
+    stale = {"If-Match": '"1"'}
+    problem(await world.admin.put(path, json={"matrix": lenient}, headers=stale), 412)
+    saved = await world.admin.put(path, json={"matrix": lenient}, headers={"If-Match": '"0"'})
+    assert (ok(saved, 200)["version"], saved.headers["etag"]) == (1, '"1"')
+    strict = {**lenient, "3": {"1": 3, "2": 4, "3": 5}}
+    refused = await world.admin.put(path, json={"matrix": strict}, headers={"If-Match": '"0"'})
+    problem(refused, 412)
+    assert ok(await world.admin.get(path), 200) == {"matrix": lenient, "version": 1}
+    ok(await world.admin.put(path, json={"matrix": strict}, headers=stale), 200)
+    assert ok(await world.admin.put(path, json={"matrix": strict}), 200)["version"] == 3
+
+
 async def test_integration_imports_with_opened_at(world: World, clock: ManualClock) -> None:
     opened = (clock.now() - timedelta(days=3)).isoformat().replace("+00:00", "Z")
     incident = await world.incident(world.integration, opened_at=opened)
