@@ -160,8 +160,9 @@ def _key(value: Any) -> int | str | None:
     return str(value)
 
 
-def _seconds(value: Any) -> float | None:
-    return None if value is None else round(float(value), 3)
+def _seconds(value: Any) -> int | None:
+    """A mean duration in whole seconds, as every `*_seconds` field of the API."""
+    return None if value is None else round(float(value))
 
 
 METRICS_COLUMNS = list(MetricsItem.model_fields)

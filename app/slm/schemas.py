@@ -166,8 +166,8 @@ class MetricsItem(OutputModel):
     resolution_met: int
     resolution_breached: int
     compliance_percent: float | None
-    mtta_seconds: float | None
-    mttr_seconds: float | None
+    mtta_seconds: int | None = Field(description="mean, rounded to whole seconds")
+    mttr_seconds: int | None = Field(description="mean, rounded to whole seconds")
 
 
 class MetricsResult(OutputModel):

@@ -758,8 +758,8 @@ async def test_metrics_on_a_known_data_set(world: World, clock: ManualClock) -> 
             "resolution_met": 1,
             "resolution_breached": 1,
             "compliance_percent": 50.0,
-            "mtta_seconds": 1800.0,
-            "mttr_seconds": 3600.0,
+            "mtta_seconds": 1800,
+            "mttr_seconds": 3600,
         },
         {
             "key": 5,
@@ -770,10 +770,12 @@ async def test_metrics_on_a_known_data_set(world: World, clock: ManualClock) -> 
             "resolution_met": 1,
             "resolution_breached": 0,
             "compliance_percent": 100.0,
-            "mtta_seconds": 3600.0,
-            "mttr_seconds": 7200.0,
+            "mtta_seconds": 3600,
+            "mttr_seconds": 7200,
         },
     ]
+    # Durations are whole seconds (API conventions), not 1800.0.
+    assert all(type(i[k]) is int for i in items for k in ("mtta_seconds", "mttr_seconds"))
     by_org = ok(
         await world.manager.get("/slm/metrics", params={**params, "group_by": "organization"}), 200
     )["items"]
