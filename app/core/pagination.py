@@ -154,16 +154,21 @@ class Keyset:
         keys: Mapping[str, SortKey],
         id_column: ColumnElement[Any],
         default: str,
+        *,
+        within: object = None,
     ) -> Keyset:
+        """`within`: the parent of a nested list (an incident's journal): its cursors page
+        that parent's list only."""
         token = sort or default
         name = token.removeprefix("-")
         if name not in keys:
             allowed = ", ".join(sorted({*keys, *(f"-{k}" for k in keys)}))
             raise Unprocessable.field(("query", "sort"), f"sort must be one of: {allowed}")
-        # The cursor names its list (the table) as well as its order: another list's cursor
-        # of the same order is refused, not taken as a position in this one.
+        # The cursor names its list (the table, and the parent of a nested list) as well as its
+        # order: another list's cursor of the same order is refused, not taken as a position
+        # in this one.
         table = getattr(getattr(id_column, "table", None), "name", "")
-        scoped = f"{table}:{token}"
+        scoped = f"{table}:{token}" if within is None else f"{table}/{within}:{token}"
         return cls(scoped, (keys[name], uuid_key("id", id_column)), token.startswith("-"))
 
     def apply(self, stmt: Select[Any], params: PageParams) -> Select[Any]:

@@ -173,10 +173,16 @@ async def escalate_incident(
     return await write.run(action)
 
 
-@router.get("/{incident_id}/escalations", response_model=list[EscalationRead])
-async def list_escalations(incident_id: IncidentRef, call: CurrentCall) -> list[EscalationRead]:
+@router.get("/{incident_id}/escalations", response_model=Page[EscalationRead])
+async def list_escalations(
+    incident_id: IncidentRef, call: CurrentCall, params: PageDep
+) -> Response:
+    """Who escalated, why and when, oldest first."""
     conn, principal = call.conn, call.principal
-    return await service.list_escalations(conn, principal=principal, ref=incident_id)
+    items, cursor = await service.list_escalations(
+        conn, principal=principal, ref=incident_id, params=params
+    )
+    return json_response(Page[EscalationRead](items=items, next_cursor=cursor))
 
 
 @router.post("/{incident_id}/sla/rebuild", response_model=IncidentRead)

@@ -556,28 +556,33 @@ async def record_escalation(
 
 
 async def list_escalations(
-    conn: AsyncConnection, *, principal: Principal, ref: str
-) -> list[EscalationRead]:
-    """Customers see who escalated and why in their own words only for their organization's
-    escalations; of staff's and SDMS's own, the level, the reason and the time (the note is
-    internal, as in the journal)."""
+    conn: AsyncConnection, *, principal: Principal, ref: str, params: PageParams
+) -> tuple[list[EscalationRead], str | None]:
+    """Oldest first. Customers see who escalated and why in their own words only for their
+    organization's escalations; of staff's and SDMS's own, the level, the reason and the time
+    (the note is internal, as in the journal)."""
     incident = await get_incident(conn, principal=principal, ref=ref)
+    keyset = Keyset.choose(
+        params.sort,
+        {"created_at": timestamp_key("created_at", escalations.c.created_at)},
+        escalations.c.id,
+        "created_at",
+        within=incident.id,
+    )
     by_customer = (users.c.role == Role.customer.value).label("by_customer")
-    rows = (
-        await conn.execute(
-            select(escalations, by_customer)
-            .outerjoin(users, users.c.id == escalations.c.created_by_id)
-            .where(escalations.c.incident_id == incident.id)
-            .order_by(escalations.c.created_at, escalations.c.id)
-        )
-    ).all()
+    stmt = (
+        select(escalations, by_customer)
+        .outerjoin(users, users.c.id == escalations.c.created_by_id)
+        .where(escalations.c.incident_id == incident.id)
+    )
+    rows, cursor = keyset.page((await conn.execute(keyset.apply(stmt, params))).all(), params)
     views = [EscalationRead.model_validate(r) for r in rows]
-    if not principal.is_customer:
-        return views
-    return [
-        view if row.by_customer else view.model_copy(update={"note": None, "created_by_id": None})
-        for view, row in zip(views, rows, strict=True)
-    ]
+    if principal.is_customer:
+        views = [
+            v if row.by_customer else v.model_copy(update={"note": None, "created_by_id": None})
+            for v, row in zip(views, rows, strict=True)
+        ]
+    return views, cursor
 
 
 async def rebuild_sla(conn: AsyncConnection, *, ctx: Context, ref: str) -> Incident:

@@ -203,6 +203,7 @@ async def list_entries(
         {"created_at": timestamp_key("created_at", journal_entries.c.created_at)},
         journal_entries.c.id,
         "created_at",
+        within=record_id,
     )
     stmt = select(journal_entries).where(journal_entries.c.record_id == record_id)
     if customer_view:

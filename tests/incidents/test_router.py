@@ -611,6 +611,10 @@ async def test_journal_pages_oldest_first(world: World) -> None:
     )
     assert [e["body"] for e in rest["items"]] == ["2", "3", "4"]
     assert rest["next_cursor"] is None
+    # A journal's cursor pages that incident's journal only.
+    other = await world.incident()
+    foreign = {"cursor": page["next_cursor"]}
+    problem(await world.agent.get(f"/incidents/{other['id']}/journal", params=foreign), 422)
 
 
 # --- escalations ----------------------------------------------------------------------------
@@ -630,12 +634,21 @@ async def test_escalation_levels_up_to_two(world: World) -> None:
     third = await world.agent.post(url, json={"reason": "data_loss_risk"})
     assert third.status_code == 409
     assert ok(await world.agent.get(f"/incidents/{incident['id']}"), 200)["escalation_level"] == 2
-    listed = ok(await world.customer_a.get(url), 200)
+    listed = ok(await world.customer_a.get(url), 200)["items"]
     assert [(e["escalation_level"], e["reason"]) for e in listed] == [
         (1, "poor_experience"),
         (2, "reputation_risk"),
     ]
     assert (await world.agent.post(url, json={"reason": "bored"})).status_code == 422
+    # A page like every list, oldest first; its cursor pages this incident's escalations only.
+    first = ok(await world.agent.get(url, params={"limit": 1}), 200)
+    assert [e["escalation_level"] for e in first["items"]] == [1]
+    rest = ok(await world.agent.get(url, params={"cursor": first["next_cursor"]}), 200)
+    assert ([e["escalation_level"] for e in rest["items"]], rest["next_cursor"]) == ([2], None)
+    problem(await world.agent.get(url, params={"limit": 0}), 422)
+    other = await world.incident()
+    elsewhere = f"/incidents/{other['id']}/escalations"
+    problem(await world.agent.get(elsewhere, params={"cursor": first["next_cursor"]}), 422)
 
 
 async def test_customers_see_staff_escalations_without_their_note_or_author(world: World) -> None:
@@ -646,14 +659,14 @@ async def test_customers_see_staff_escalations_without_their_note_or_author(worl
     staff = {"reason": "reputation_risk", "note": "Their CEO tweeted about it"}
     ok(await world.agent.post(url, json=staff), 201)
     # The journal keeps the staff note internal; the escalation list agrees with it.
-    customer_view = ok(await world.customer_a.get(url), 200)
+    customer_view = ok(await world.customer_a.get(url), 200)["items"]
     assert [(e["reason"], e["note"], e["created_by_id"]) for e in customer_view] == [
         ("poor_experience", "Nobody called back", world.customer_a_user["id"]),
         ("reputation_risk", None, None),
     ]
     journal = ok(await world.customer_a.get(f"/incidents/{incident['id']}/journal"), 200)
     assert "tweeted" not in str(journal)
-    staff_view = ok(await world.agent.get(url), 200)
+    staff_view = ok(await world.agent.get(url), 200)["items"]
     assert [(e["note"], e["created_by_id"]) for e in staff_view] == [
         ("Nobody called back", world.customer_a_user["id"]),
         ("Their CEO tweeted about it", world.agent_user["id"]),

@@ -679,7 +679,8 @@ async def test_warning_and_breach_fire_once_and_breach_escalates(
     assert breach["percent"] == 100.0
     escalated = await fetch(world, incident)
     assert escalated["escalation_level"] == 1
-    escalations = ok(await world.agent.get(f"/incidents/{incident['id']}/escalations"), 200)
+    url = f"/incidents/{incident['id']}/escalations"
+    escalations = ok(await world.agent.get(url), 200)["items"]
     assert [(e["escalation_level"], e["reason"], e["created_by_id"]) for e in escalations] == [
         (1, "sla_breach", None)
     ]
