@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import ColumnElement
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core import changelog
 from app.core.auth import Principal
+from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.sql import Batch
 
@@ -20,6 +21,15 @@ class Context:
     principal: Principal
     now: datetime
     settings: Settings
+    clock: Clock | None = None  # a request's: `after_lock` reads it again
+
+    def after_lock(self, last_changed: datetime) -> Context:
+        """The context of a write that holds its record's lock now: its time read again (the
+        writes it may have waited for were made after this request began) and never before
+        the record's last change (the clocks of several hosts), so that a record's journal and
+        SLA clocks follow the order in which its writes were made."""
+        now = self.now if self.clock is None else self.clock.now()
+        return replace(self, now=max(now, last_changed))
 
     @property
     def region(self) -> str:

@@ -175,7 +175,7 @@ class WriteContext:
         now = call.now()
         key = self.idempotency_key
         if one_statement and key is None and call.db.dialect == "postgresql":
-            reply = await action(call.conn, Context(call.principal, now, call.settings))
+            reply = await action(call.conn, Context(call.principal, now, call.settings, call.clock))
             return Response(dump_json(reply.body), reply.status, reply.headers(), media_type=JSON)
         principal_id = call.principal.user_id
         fingerprint = ""
@@ -191,7 +191,7 @@ class WriteContext:
                 if stored is not None:
                     headers = {**stored.headers, "Idempotent-Replayed": "true"}
                     return Response(stored.body, stored.status_code, headers, media_type=JSON)
-            reply = await action(conn, Context(call.principal, now, call.settings))
+            reply = await action(conn, Context(call.principal, now, call.settings, call.clock))
             body = dump_json(reply.body)
             headers = reply.headers()
             if key is not None:

@@ -155,6 +155,14 @@ async def get_incident(
     return row
 
 
+async def _locked(conn: AsyncConnection, ctx: Context, ref: str) -> tuple[Row[Any], Context]:
+    """The incident, locked for a write, and the write's context timed once it holds the lock:
+    writes that waited for one another are journaled, and move the clocks, in the order they
+    were made (`Context.after_lock`)."""
+    current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
+    return current, ctx.after_lock(current.updated_at)
+
+
 SORT_KEYS = {
     "created_at": timestamp_key("created_at", incidents.c.created_at),
     "updated_at": timestamp_key("updated_at", incidents.c.updated_at),
@@ -368,7 +376,7 @@ async def update_incident(
     for name, value in patch.items():
         if value is None and name not in PATCH_NULLABLE:
             raise Unprocessable.field(("body", name), f"{name} cannot be null")
-    current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
+    current, ctx = await _locked(conn, ctx, ref)
     check_if_match(if_match, current.version)
     facts = IncidentFacts.of(current)
     config = await slm_config.current(conn)
@@ -387,7 +395,7 @@ async def transition(
             "Customers confirm or reject a resolution with /confirm and /reject; "
             "other moves are made by the support team."
         )
-    current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
+    current, ctx = await _locked(conn, ctx, ref)
     check_if_match(if_match, current.version)
     request = TransitionRequest(**body.model_dump())
     plan = lifecycle.plan_transition(
@@ -437,7 +445,7 @@ async def _customer_move(
             "Only the customer confirms or rejects a resolution; staff use /transitions "
             "(closing with confirmation_note, reopening with reason)."
         )
-    current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
+    current, ctx = await _locked(conn, ctx, ref)
     check_if_match(if_match, current.version)
     plan = lifecycle.plan_transition(
         IncidentFacts.of(current), request, via=via, actor_id=None, now=ctx.now
@@ -474,7 +482,7 @@ async def add_comment(
 ) -> dict[str, Any]:
     """Add a comment; answers the journal entry. A customer's reply resumes a waiting incident."""
     principal = ctx.principal
-    current = await get_incident(conn, principal=principal, ref=ref, lock=True)
+    current, ctx = await _locked(conn, ctx, ref)
     facts = IncidentFacts.of(current)
     if principal.is_customer:
         if data.public is False:
@@ -508,7 +516,7 @@ async def add_comment(
 async def escalate(
     conn: AsyncConnection, *, ctx: Context, ref: str, data: EscalationCreate
 ) -> tuple[Incident, EscalationRead]:
-    current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
+    current, ctx = await _locked(conn, ctx, ref)
     level = lifecycle.plan_escalation(IncidentFacts.of(current))
     return await record_escalation(
         conn, ctx, current, level=level, reason=data.reason, note=data.note
@@ -588,7 +596,7 @@ async def list_escalations(
 async def rebuild_sla(conn: AsyncConnection, *, ctx: Context, ref: str) -> Incident:
     """Recompute the SLA clocks from the journal and the agreement (e.g. after a holiday was
     added retroactively). The incident record itself does not change."""
-    current = await get_incident(conn, principal=ctx.principal, ref=ref, lock=True)
+    current, ctx = await _locked(conn, ctx, ref)
     clocks = await slm.rebuild_clocks(conn, current, ctx.now)
     # The row's copy of its clocks follows; the record itself (its version) does not change.
     await conn.execute(update(incidents).where(incidents.c.id == current.id).values(clocks))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -608,6 +608,36 @@ async def test_a_customer_reply_that_resumes_the_incident_acknowledges_it(
     assert clocks_of(resumed)["resolution"]["state"] == "running"
     rebuilt = ok(await world.manager.post(f"/incidents/{incident['id']}/sla/rebuild"), 200)
     assert rebuilt["sla"] == resumed["sla"]
+
+
+async def test_a_write_timed_before_the_last_change_is_journaled_after_it(
+    world: World, clock: ManualClock
+) -> None:
+    """A write whose time was read before the incident's last change (it waited for the
+    incident's lock, or its host's clock lags) is journaled, and moves the clocks, after that
+    change: the journal stays in the order of the writes, and a rebuild from it agrees with the
+    live clocks. Before, the hold below went into the journal before the move it followed, and
+    a rebuild saw a paused resolution clock that was running."""
+    cal = await calendar(world.manager, always_on=True, hours={})
+    await agreement(world.manager, cal["id"])
+    incident = await world.incident()
+    clock.advance(minutes=5)
+    await world.move(incident, "in_progress")
+    clock.advance(minutes=5)
+    await world.move(incident, "on_hold", hold_reason="awaiting_vendor")
+    last_change = clock.now()
+    clock.advance(seconds=-30)  # this write's time was read before the hold was made
+    resumed = await world.move(incident, "in_progress")
+    assert resumed["updated_at"] == z(last_change)
+    journal = ok(await world.agent.get(f"/incidents/{incident['id']}/journal"), 200)["items"]
+    moves = [(e["old"], e["new"]) for e in journal if e["field"] == "state"]
+    assert moves[-2:] == [("in_progress", "on_hold"), ("on_hold", "in_progress")]
+    assert [e["created_at"] for e in journal] == sorted(e["created_at"] for e in journal)
+    clock.set(last_change + timedelta(minutes=1))
+    live = await fetch(world, incident)
+    assert clocks_of(live)["resolution"]["state"] == "running"
+    rebuilt = ok(await world.manager.post(f"/incidents/{incident['id']}/sla/rebuild"), 200)
+    assert rebuilt["sla"] == live["sla"]
 
 
 async def test_rebuild_applies_a_holiday_added_afterwards(world: World, clock: ManualClock) -> None:
