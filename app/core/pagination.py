@@ -18,10 +18,11 @@ import orjson
 from fastapi import Depends
 from pydantic import BaseModel, Field
 from sqlalchemy import BigInteger, ColumnElement, Select, SmallInteger, bindparam, tuple_
+from starlette.requests import Request
 
 from app.core.db import Bound
 from app.core.errors import Unprocessable
-from app.core.queryparams import QueryModel
+from app.core.queryparams import QueryModel, query_names
 from app.core.schemas import InstantBound, utc_instant
 
 MAX_LIMIT = 200
@@ -100,6 +101,9 @@ class PageParams:
     # (`RecordPageDep`); the incidents' own filters carry theirs
     created_after: datetime | None = None
     created_before: datetime | None = None
+    # the request's filters (its known query parameters but the paging ones), as a digest: a
+    # cursor continues the list it came from only (`_PageDependency`)
+    filters: str = ""
 
 
 class PageQuery(BaseModel):
@@ -119,7 +123,26 @@ class PageQuery(BaseModel):
         return PageParams(limit=self.limit, cursor=self.cursor or None, sort=self.sort)
 
 
-page_params = QueryModel(PageQuery, PageQuery.page_params)
+_PAGING = frozenset({"limit", "cursor", "sort"})
+
+
+def _filters_digest(request: Request) -> str:
+    """The request's filters: the query parameters its route knows, but the paging ones, in a
+    canonical order (a repeated parameter means OR: its order does not matter)."""
+    known = query_names(request.scope.get("route")) - _PAGING
+    items = sorted((k, v) for k, v in request.query_params.multi_items() if k in known)
+    return hashlib.blake2b(orjson.dumps(items), digest_size=6).hexdigest() if items else ""
+
+
+class _PageDependency(QueryModel[Any, PageParams]):
+    """The page's parameters, with the digest of the request's filters that its cursors carry."""
+
+    async def __call__(self, request: Request) -> PageParams:
+        params = await super().__call__(request)
+        return replace(params, filters=_filters_digest(request))
+
+
+page_params = _PageDependency(PageQuery, PageQuery.page_params)
 PageDep = Annotated[PageParams, Depends(page_params)]
 
 
@@ -134,7 +157,7 @@ class RecordPageQuery(PageQuery):
         return replace(page, created_after=self.created_after, created_before=self.created_before)
 
 
-record_page_params = QueryModel(RecordPageQuery, RecordPageQuery.page_params)
+record_page_params = _PageDependency(RecordPageQuery, RecordPageQuery.page_params)
 RecordPageDep = Annotated[PageParams, Depends(record_page_params)]
 
 
@@ -175,7 +198,7 @@ class Keyset:
         columns = [key.column for key in self.columns]
         if params.cursor is not None:
             position = tuple_(*columns)
-            bound = tuple_(*self._decode(params.cursor))
+            bound = tuple_(*self._decode(params.cursor, params.filters))
             stmt = stmt.where(position < bound if self.descending else position > bound)
         order = [c.desc() if self.descending else c.asc() for c in columns]
         return stmt.order_by(*order).limit(params.limit + 1)
@@ -187,7 +210,9 @@ class Keyset:
         if params.cursor is not None:
             names = [f"k_{key.name}" for key in self.columns]
             bound.add(
-                self._after, "cursor", **dict(zip(names, self._decode(params.cursor), strict=True))
+                self._after,
+                "cursor",
+                **dict(zip(names, self._decode(params.cursor, params.filters), strict=True)),
             )
         bound.shape.append(self.token)
         bound.params["k_limit"] = params.limit + 1
@@ -211,28 +236,36 @@ class Keyset:
         if len(rows) <= params.limit:
             return rows, None
         rows = rows[: params.limit]
-        return rows, self._encode([getattr(rows[-1], key.name) for key in self.columns])
+        values = [getattr(rows[-1], key.name) for key in self.columns]
+        return rows, self._encode(values, params.filters)
 
-    def _encode(self, values: list[Any]) -> str:
+    def _encode(self, values: list[Any], filters: str) -> str:
         # default=str: asyncpg hands back its own UUID subclass, which orjson does not know.
-        payload = orjson.dumps([self.token, *values], default=str)
+        payload = orjson.dumps([self.token, filters, *values], default=str)
         body = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
         return f"{body}.{_check(payload)}"
 
-    def _decode(self, cursor: str) -> list[Any]:
+    def _decode(self, cursor: str, filters: str) -> list[Any]:
         try:
             body, check = cursor.split(".", 1)
             payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             if check != _check(payload):
                 raise ValueError("checksum")
-            token, *values = orjson.loads(payload)
+            token, its_filters, *values = orjson.loads(payload)
             if token != self.token or len(values) != len(self.columns):
                 raise ValueError("cursor of another list or sort order")
-            return [key.parse(value) for key, value in zip(self.columns, values, strict=True)]
+            parsed = [key.parse(value) for key, value in zip(self.columns, values, strict=True)]
         except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
             raise Unprocessable.field(
                 ("query", "cursor"), "cursor is not a cursor of this list and sort order"
             ) from exc
+        if its_filters != filters:
+            raise Unprocessable.field(
+                ("query", "cursor"),
+                "the cursor continues a list with other filters: send the filters and sort "
+                "of its first page with it",
+            )
+        return parsed
 
 
 def _check(payload: bytes) -> str:

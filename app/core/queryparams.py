@@ -88,6 +88,31 @@ class QueryModel(Generic[M, T]):
         return self.build(value)
 
 
+def query_names(route: object) -> frozenset[str]:
+    """The query parameters a route knows: its `QueryModel`s' and FastAPI's own (others are
+    ignored). Worked out once per route."""
+    names: frozenset[str] | None = getattr(route, "_sdms_query_names", None)
+    if names is None:
+        names = frozenset()
+        if isinstance(route, APIRoute):
+            dependant = route.dependant
+            names = frozenset(
+                {*_declared_query(dependant)}
+                | {p["name"] for p in _documented(dependant) if p["in"] == "query"}
+            )
+        if route is not None:
+            route._sdms_query_names = names  # type: ignore[attr-defined]
+    return names
+
+
+def _declared_query(dependant: Dependant) -> Iterator[str]:
+    """The query parameters FastAPI itself reads for a route, depth first."""
+    for parameter in dependant.query_params:
+        yield parameter.alias
+    for dependency in dependant.dependencies:
+        yield from _declared_query(dependency)
+
+
 def _documented(dependant: Dependant) -> Iterator[dict[str, Any]]:
     """The `openapi_parameters` of the dependencies of a route, depth first."""
     for dependency in dependant.dependencies:

@@ -465,7 +465,9 @@ async def list_api_keys(
 ) -> tuple[list[ApiKeyRead], str | None]:
     """A user's keys, a page at a time like every list (newest first by default)."""
     await _key_owner(conn, principal, user_id)
-    keyset = Keyset.choose(params.sort, _API_KEY_ORDER, api_keys.c.id, "-created_at")
+    keyset = Keyset.choose(
+        params.sort, _API_KEY_ORDER, api_keys.c.id, "-created_at", within=user_id
+    )
     stmt = keyset.apply(select(api_keys).where(api_keys.c.user_id == user_id), params)
     rows, cursor = keyset.page((await conn.execute(stmt)).all(), params)
     return [ApiKeyRead.model_validate(r) for r in rows], cursor

@@ -20,7 +20,7 @@ from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.db import Database, create_engine
 from app.main import create_app
-from tests.factories import Api, World, make_org, ok, problem
+from tests.factories import Api, World, make_org, make_user, ok, problem
 
 NOWHERE = "00000000-0000-7000-8000-00000000dead"
 SQL = "'; DROP TABLE incidents; --"
@@ -221,6 +221,43 @@ async def test_foreign_or_tampered_cursors_are_refused(world: World) -> None:
     assert len(first["items"]) == 3
     problem(await world.agent.get("/incidents", params={"sort": "title"}), 422)
     problem(await world.agent.get("/incidents", params={"sort": SQL}), 422)
+
+
+async def test_a_cursor_continues_its_list_with_the_same_filters_only(world: World) -> None:
+    """Sent with other filters, a cursor would page another list from its position: rows of
+    the first list's next page left out and others let in. It is a 422 instead."""
+    for urgency in (1, 2, 3, 1, 2, 3):
+        await world.incident(impact=2, urgency=urgency)
+    filters = [("priority", "2"), ("priority", "3"), ("organization_id", world.org_a["id"])]
+    first = ok(await world.agent.get("/incidents", params=[*filters, ("limit", "2")]), 200)
+    cursor = first["next_cursor"]
+    for other in (
+        [],  # the filters dropped: the whole list
+        [("priority", "2")],
+        [*filters, ("state", "closed")],
+        [*filters[:2], ("organization_id", world.org_b["id"])],
+    ):
+        response = await world.agent.get("/incidents", params=[*other, ("cursor", cursor)])
+        detail = problem(response, 422)["errors"][0]
+        assert detail["loc"] == ["query", "cursor"], other
+        assert "other filters" in detail["msg"]
+    # The same filters in another order, another page size, and parameters that no list knows
+    # (a cache-buster) continue it.
+    same = [*reversed(filters), ("limit", "10"), ("_", "1700000000"), ("cursor", cursor)]
+    rest = ok(await world.agent.get("/incidents", params=same), 200)
+    seen = {i["id"] for i in first["items"] + rest["items"]}
+    assert len(seen) == 4 and rest["next_cursor"] is None
+    # Other lists bind theirs too: users by role, and a user's keys to that user.
+    for _ in range(3):
+        await make_user(world.admin, "agent")
+    agents = ok(await world.admin.get("/users", params={"role": "agent", "limit": 1}), 200)
+    response = await world.admin.get("/users", params={"cursor": agents["next_cursor"]})
+    problem(response, 422)
+    user, _key = await make_user(world.admin, "agent")
+    ok(await world.admin.post(f"/users/{user['id']}/api-keys"), 201)
+    keys = ok(await world.admin.get(f"/users/{user['id']}/api-keys", params={"limit": 1}), 200)
+    path = f"/users/{world.agent_user['id']}/api-keys"
+    problem(await world.admin.get(path, params={"cursor": keys["next_cursor"]}), 422)
 
 
 async def test_every_sort_order_pages_in_the_right_order(world: World, clock: ManualClock) -> None:
@@ -814,8 +851,8 @@ async def test_forged_cursors_out_of_range_are_a_422(world: World) -> None:
     for _ in range(2):
         await world.incident()
 
-    def forged(*values: Any) -> str:
-        payload = json.dumps(list(values), separators=(",", ":")).encode()
+    def forged(token: str, *values: Any) -> str:  # of a list without filters
+        payload = json.dumps([token, "", *values], separators=(",", ":")).encode()
         body = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
         return f"{body}.{_check(payload)}"
 
