@@ -16,7 +16,7 @@ from app.core.changelog import Change
 from app.core.concurrency import check_if_match
 from app.core.context import Context
 from app.core.db import Bound
-from app.core.errors import Forbidden, NotFound, Unprocessable
+from app.core.errors import Forbidden, NotFound, Unavailable, Unprocessable
 from app.core.ids import new_id
 from app.core.pagination import Keyset, PageParams, integer_key, timestamp_key
 from app.core.records import parse_uuid, update_into
@@ -138,7 +138,19 @@ async def read_incident(
     conn: AsyncConnection, *, principal: Principal, ref: str, now: datetime
 ) -> Incident:
     """An incident with its SLA clocks, in one statement; 404 if the caller may not see it."""
-    return await with_clocks(conn, await get_incident(conn, principal=principal, ref=ref), now)
+    for _ in range(_READS):
+        try:
+            return await with_clocks(
+                conn, await get_incident(conn, principal=principal, ref=ref), now
+            )
+        except slm.ClocksMoved:
+            continue
+    raise Unavailable(_MOVING)
+
+
+# A read that met clocks being moved (slm.ClocksMoved) is made again, this many times in all.
+_READS = 3
+_MOVING = "SLA clocks are being recomputed; try again shortly."
 
 
 async def get_incident(
@@ -203,9 +215,16 @@ async def list_incidents(
     keyset = Keyset.choose(params.sort, SORT_KEYS, incidents.c.id, "-created_at")
     bound = filters.bind(principal, conn.dialect.name)
     query = _list_query(keyset, params, bound, conn.dialect.name)
-    rows, cursor = keyset.page(await query.all(conn, bound.params), params)
-    values = [tuple(row) for row in rows]
-    sla = await slm.sla_of(conn, [v[_CLOCKS_LISTED_AT:] for v in values], now)
+    for _ in range(_READS):
+        rows, cursor = keyset.page(await query.all(conn, bound.params), params)
+        values = [tuple(row) for row in rows]
+        try:
+            sla = await slm.sla_of(conn, [v[_CLOCKS_LISTED_AT:] for v in values], now)
+            break
+        except slm.ClocksMoved:
+            continue
+    else:
+        raise Unavailable(_MOVING)
     names = PUBLIC_FIELDS if principal.is_customer else STAFF_FIELDS
     items = []
     for shown, clocks in zip(values, sla, strict=True):

@@ -637,13 +637,19 @@ def shown_values(incident: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(incident[column] for column in SHOWN_COLUMNS)
 
 
+class ClocksMoved(Exception):
+    """The incidents read showed a clock on a calendar version that no clock has any more: a
+    rebuild or a re-target moved them since (reads are not in one transaction). Read again."""
+
+
 async def sla_of(
     conn: AsyncConnection, incidents: Sequence[Sequence[Any]], now: datetime
 ) -> list[list[ClockView]]:
     """The `sla` field of each of these incidents (the values of their SHOWN_COLUMNS), as of
     `now`. Only a running clock needs its calendar, parsed once per process (a calendar
-    version this process has not seen is read from a clock that has it), and its working
-    time until `now` (one `working_us_until` per calendar and page)."""
+    version this process has not seen is read from a clock that has it: `ClocksMoved` when
+    none has), and its working time until `now` (one `working_us_until` per calendar and
+    page)."""
     needed = {  # the driver's ids as they come (hashing one costs less than its str)
         (values[start + _CALENDAR_ID], values[start + _CALENDAR_VERSION])
         for values in incidents
@@ -658,6 +664,8 @@ async def sla_of(
             found = await _SNAPSHOT.first(
                 conn, {"calendar_id": uuid.UUID(str(calendar_id)), "calendar_version": version}
             )
+            if found is None:
+                raise ClocksMoved(f"no clock has version {version} of calendar {calendar_id}")
             calendar = working_calendar(found.calendar)
         until_now[key] = working_us_until(calendar, now)
     return [_views_of(values, until_now) for values in incidents]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -638,6 +639,54 @@ async def test_a_write_timed_before_the_last_change_is_journaled_after_it(
     assert clocks_of(live)["resolution"]["state"] == "running"
     rebuilt = ok(await world.manager.post(f"/incidents/{incident['id']}/sla/rebuild"), 200)
     assert rebuilt["sla"] == live["sla"]
+
+
+async def test_a_read_that_meets_clocks_being_moved_reads_again(
+    world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads are not one transaction: an incident row read just before a rebuild or a
+    re-target moved its clocks can name a calendar version that no clock has any more (the
+    review raced lists with rebuilds: 500s). Such a read is made again; a 503 with Retry-After
+    if the clocks keep moving, never a 500."""
+    from app.incidents.models import incidents
+    from app.slm import service as slm_service
+
+    cal = await calendar(world.manager, always_on=True, hours={})
+    await agreement(world.manager, cal["id"])
+    incident = await world.incident()
+    one, listed = f"/incidents/{incident['id']}", {"organization_id": world.org_a["id"]}
+    row = incidents.c.id == uuid.UUID(incident["id"])
+    read_sla = slm_service.sla_of
+    reads = []
+
+    async def moved_once(*args: Any) -> Any:
+        reads.append(args)
+        if len(reads) % 2:
+            raise slm_service.ClocksMoved("moved by a rebuild")
+        return await read_sla(*args)
+
+    monkeypatch.setattr(slm_service, "sla_of", moved_once)
+    assert ok(await world.agent.get(one), 200)["sla"] == incident["sla"]
+    assert [i["id"] for i in ok(await world.agent.get("/incidents", params=listed), 200)["items"]]
+    assert len(reads) == 4
+    monkeypatch.undo()
+
+    column = incidents.c.sla_resolution_calendar_version
+    async with database.transaction() as conn:
+        await conn.execute(incidents.update().where(row).values({column: 999}))
+    try:
+        for response in (
+            await world.agent.get(one),
+            await world.agent.get("/incidents", params=listed),
+        ):
+            assert (
+                problem(response, 503)["detail"]
+                == "SLA clocks are being recomputed; try again shortly."
+            )
+            assert response.headers["retry-after"] == "5"
+    finally:
+        async with database.transaction() as conn:
+            await conn.execute(incidents.update().where(row).values({column: cal["version"]}))
 
 
 async def test_rebuild_applies_a_holiday_added_afterwards(world: World, clock: ManualClock) -> None:
