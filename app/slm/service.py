@@ -19,6 +19,7 @@ from sqlalchemy import (
     Row,
     bindparam,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -217,6 +218,11 @@ def _too_late(calendar: WorkingCalendar, target: Mapping[str, Any], now: datetim
     return None
 
 
+# The transaction-level advisory lock that agreement writes take for their scope check (any
+# constant: SDMS takes no other advisory lock).
+_AGREEMENT_SCOPES_LOCK = 0x5D_45_A6_01
+
+
 async def _check_agreement(
     conn: AsyncConnection, body: AgreementBody, now: datetime, exclude: uuid.UUID | None = None
 ) -> dict[str, Any]:
@@ -243,6 +249,10 @@ async def _check_agreement(
             errors.append(ErrorItem(loc=["body", "targets", i], msg=f"{late} on its calendar"))
     if errors:
         raise Unprocessable("; ".join(e.msg for e in errors), errors=errors)
+    if conn.dialect.name == "postgresql":
+        # One scope check at a time (SQLite writes one at a time anyway): two agreements for
+        # one scope, checked side by side, would each find none and both be saved.
+        await conn.execute(select(func.pg_advisory_xact_lock(_AGREEMENT_SCOPES_LOCK)))
     same_scope = select(agreements.c.id).where(
         agreements.c.organization_id.is_(None)
         if body.organization_id is None

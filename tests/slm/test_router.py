@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from tests.factories import (
     WEEKDAYS,
     Api,
     World,
+    make_org,
     ok,
     problem,
 )
@@ -268,6 +270,26 @@ async def test_agreement_rights_and_validation(world: World) -> None:
     assert created["warn_at_percent"] == 75
     duplicate = await world.manager.post("/slm/agreements", json=body)
     assert duplicate.status_code == 409
+
+
+async def test_racing_agreements_for_one_scope_save_one(world: World) -> None:
+    """On PostgreSQL, agreements on different calendars were checked side by side (each locks
+    only its calendars): two for one organization were saved, and which applied depended on
+    row order."""
+    calendars = [await calendar(world.manager, name=f"Office {n}") for n in range(6)]
+    targets = [{"priority": 1, "response_seconds": 900, "resolution_seconds": 14400}]
+    for _ in range(5):  # a race: a few rounds, each for an organization of its own
+        org = await make_org(world.admin)
+        body = {"name": "Theirs", "organization_id": org["id"], "targets": targets}
+        answers = await asyncio.gather(
+            *(
+                world.manager.post("/slm/agreements", json={**body, "calendar_id": c["id"]})
+                for c in calendars
+            )
+        )
+        assert sorted(answer.status_code for answer in answers) == [201, 409, 409, 409, 409, 409]
+    listed = ok(await world.manager.get("/slm/agreements", params={"limit": 200}), 200)["items"]
+    assert len(listed) == 5
 
 
 async def test_customers_read_only_agreements_that_apply_to_them(world: World) -> None:
