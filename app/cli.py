@@ -39,7 +39,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        access_log=settings.access_log,
+        access_log=False,  # SDMS logs its own line per request (SDMS_ACCESS_LOG), with its id
         log_level=settings.log_level.lower(),
         proxy_headers=False,
     )

@@ -270,3 +270,9 @@ def test_the_concurrency_cannot_exceed_the_pool(monkeypatch: pytest.MonkeyPatch)
     assert Settings(db_pool_size=3).worker_concurrency == 3  # the default fits a smaller pool
     with pytest.raises(ValidationError, match="SDMS_WORKER_CONCURRENCY"):
         Settings(db_pool_size=3, worker_concurrency=4)
+
+
+def test_the_jobs_look_for_due_work_often_enough_for_the_contracts_10_seconds() -> None:
+    assert Settings(worker_interval_seconds=8).worker_interval_seconds == 8
+    with pytest.raises(ValidationError):
+        Settings(worker_interval_seconds=9)
