@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from operator import itemgetter
 from typing import Annotated, Any
 
 import orjson
@@ -127,10 +128,18 @@ _PAGING = frozenset({"limit", "cursor", "sort"})
 
 
 def _filters_digest(request: Request) -> str:
-    """The request's filters: the query parameters its route knows, but the paging ones, in a
-    canonical order (a repeated parameter means OR: its order does not matter)."""
-    known = query_names(request.scope.get("route")) - _PAGING
-    items = sorted((k, v) for k, v in request.query_params.multi_items() if k in known)
+    """The request's filters: the query parameters its route knows (all of them if it knows
+    none: a route FastAPI did not record), but the paging ones, by name. The values of a name
+    keep their order: for a single-valued filter the last one counts."""
+    known = query_names(request.scope.get("route"))
+    items = sorted(
+        (
+            (name, value)
+            for name, value in request.query_params.multi_items()
+            if name not in _PAGING and (name in known or not known)
+        ),
+        key=itemgetter(0),
+    )
     return hashlib.blake2b(orjson.dumps(items), digest_size=6).hexdigest() if items else ""
 
 

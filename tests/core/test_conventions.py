@@ -234,6 +234,7 @@ async def test_a_cursor_continues_its_list_with_the_same_filters_only(world: Wor
     for other in (
         [],  # the filters dropped: the whole list
         [("priority", "2")],
+        [*filters, ("q", "Calls")],
         [*filters, ("state", "closed")],
         [*filters[:2], ("organization_id", world.org_b["id"])],
     ):
@@ -241,12 +242,18 @@ async def test_a_cursor_continues_its_list_with_the_same_filters_only(world: Wor
         detail = problem(response, 422)["errors"][0]
         assert detail["loc"] == ["query", "cursor"], other
         assert "other filters" in detail["msg"]
-    # The same filters in another order, another page size, and parameters that no list knows
-    # (a cache-buster) continue it.
-    same = [*reversed(filters), ("limit", "10"), ("_", "1700000000"), ("cursor", cursor)]
+    # The same filters in another order (a repeated one's values in theirs), another page
+    # size, and parameters that no list knows (a cache-buster) continue it.
+    same = [filters[2], *filters[:2], ("limit", "10"), ("_", "1700000000"), ("cursor", cursor)]
     rest = ok(await world.agent.get("/incidents", params=same), 200)
     seen = {i["id"] for i in first["items"] + rest["items"]}
     assert len(seen) == 4 and rest["next_cursor"] is None
+    # Of a single-valued filter the last value counts: its values in another order are another
+    # list.
+    last_counts = [("q", "nothing"), ("q", "Calls"), ("limit", "1")]
+    page = ok(await world.agent.get("/incidents", params=last_counts), 200)
+    swapped = [("q", "Calls"), ("q", "nothing"), ("cursor", page["next_cursor"])]
+    problem(await world.agent.get("/incidents", params=swapped), 422)
     # Other lists bind theirs too: users by role, and a user's keys to that user.
     for _ in range(3):
         await make_user(world.admin, "agent")
