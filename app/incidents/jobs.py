@@ -34,6 +34,7 @@ async def auto_close(db: Database, settings: Settings, now: datetime) -> int:
             )
         ).all()
         for row in rows:
+            row_ctx = ctx.after_lock(row.updated_at)  # journaled after what came before
             plan = lifecycle.plan_transition(
                 IncidentFacts.of(row),
                 TransitionRequest(
@@ -43,9 +44,9 @@ async def auto_close(db: Database, settings: Settings, now: datetime) -> int:
                 ),
                 via=Via.auto_close,
                 actor_id=None,
-                now=now,
+                now=row_ctx.now,
             )
-            await apply_plan(conn, ctx, row, plan)
+            await apply_plan(conn, row_ctx, row, plan)
     return len(rows)
 
 

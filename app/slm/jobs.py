@@ -90,7 +90,7 @@ async def _escalate_for_breach(conn: AsyncConnection, ctx: Context, incident_id:
         return
     await record_escalation(
         conn,
-        ctx,
+        ctx.after_lock(row.updated_at),  # journaled after what came before
         row,
         level=1,
         reason="sla_breach",

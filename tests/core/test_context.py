@@ -17,8 +17,10 @@ def test_a_write_that_waited_for_a_lock_is_timed_when_it_got_it() -> None:
     ctx = Context(SYSTEM, clock.now(), Settings(), clock)
     clock.advance(seconds=2)  # the writes it waited for took two seconds
     assert ctx.after_lock(last_changed=T + timedelta(seconds=1)).now == T + timedelta(seconds=2)
-    # Never before the record's last change (another host's clock ran ahead).
+    # After the record's last change (another host's clock ran ahead): by a microsecond, so
+    # that the order of the two does not rest on their ids.
     later = T + timedelta(seconds=5)
-    assert ctx.after_lock(last_changed=later).now == later
+    assert ctx.after_lock(last_changed=later).now == later + timedelta(microseconds=1)
     # Without a clock (jobs time their own runs): only the second rule.
     assert Context(SYSTEM, T, Settings()).after_lock(T - timedelta(days=1)).now == T
+    assert Context(SYSTEM, T, Settings()).after_lock(T).now == T  # at once (a test's clock)

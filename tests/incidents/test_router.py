@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -500,7 +500,8 @@ async def test_comments_and_what_customers_see(world: World) -> None:
     assert "Checking logs." in [e["body"] for e in staff_view]
     assert "Checking logs." not in [e["body"] for e in customer_view]
     assert {e["field"] for e in customer_view if e["kind"] == "field_change"} == {"state"}
-    assert [e["created_at"] for e in staff_view] == sorted(e["created_at"] for e in staff_view)
+    times = [datetime.fromisoformat(e["created_at"]) for e in staff_view]
+    assert times == sorted(times)
     states = [(e["old"], e["new"]) for e in customer_view if e["field"] == "state"]
     assert states == [(None, "new"), ("new", "in_progress")]
     # Who wrote: the customer sees its own organization's authors, and of staff the role only.
