@@ -99,6 +99,11 @@ class Unprocessable(AppError):
         return cls(msg, errors=[ErrorItem(loc=list(loc), msg=msg)])
 
 
+# Titles (and so types) that Python's own phrases renamed after 3.11 (3.13: "Content Too
+# Large", "Unprocessable Content"): the API's answers do not change with the interpreter.
+_TITLES = {413: "Request Entity Too Large", 422: "Unprocessable Entity"}
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -107,7 +112,9 @@ def problem_response(
     errors: Sequence[ErrorItem] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    phrase = _TITLES.get(status) or (
+        HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    )
     if slug is None and status == 422:
         slug = Unprocessable.slug  # one type for every invalid input, whoever found it
     body: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -143,10 +144,14 @@ async def read_incident(
             return await with_clocks(
                 conn, await get_incident(conn, principal=principal, ref=ref), now
             )
-        except slm.ClocksMoved:
+        except slm.ClocksMoved as exc:
+            moved = exc
             continue
+    log.warning("incident %s: %s, %d reads in a row", ref, moved, _READS)
     raise Unavailable(_MOVING)
 
+
+log = logging.getLogger("sdms.incidents")
 
 # A read that met clocks being moved (slm.ClocksMoved) is made again, this many times in all.
 _READS = 3
@@ -221,9 +226,11 @@ async def list_incidents(
         try:
             sla = await slm.sla_of(conn, [v[_CLOCKS_LISTED_AT:] for v in values], now)
             break
-        except slm.ClocksMoved:
+        except slm.ClocksMoved as exc:
+            moved = exc
             continue
     else:
+        log.warning("incident list: %s, %d reads in a row", moved, _READS)
         raise Unavailable(_MOVING)
     names = PUBLIC_FIELDS if principal.is_customer else STAFF_FIELDS
     items = []

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import JSON
 
 from app.core.changelog import Change
-from app.core.concurrency import check_if_match
+from app.core.concurrency import check_if_match, parse_if_match
 from app.core.context import Context
 from app.core.db import metadata, record_columns
 from app.core.errors import PreconditionFailed
@@ -102,7 +102,7 @@ async def save_matrix(
     (two first saves racing both saw no row)."""
     stored = {str(i): {str(u): p for u, p in row.items()} for i, row in matrix.items()}
     seen: int | None = None
-    if if_match is not None:
+    if parse_if_match(if_match) is not None:  # `*` matches whatever version it is
         locked = select(priority_matrix.c.version).where(priority_matrix.c.id == 1)
         seen = (await conn.execute(locked.with_for_update())).scalar_one_or_none() or 0
         check_if_match(if_match, seen)

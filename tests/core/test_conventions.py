@@ -562,6 +562,32 @@ async def test_unknown_fields_and_string_limits(world: World) -> None:
     assert ok(await world.agent.get(path), 200)["version"] == 1
 
 
+def test_problem_titles_and_types_do_not_follow_the_interpreters_phrases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.13 renamed the phrases of 413 and 422; the API's answers stay as they are."""
+    from http import HTTPStatus
+
+    from app.core import errors
+
+    class Renamed:  # HTTPStatus as of Python 3.13, for the two that changed
+        _value2member_map_ = HTTPStatus._value2member_map_
+        phrases = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+        def __init__(self, status: int) -> None:
+            self.phrase = self.phrases.get(status) or HTTPStatus(status).phrase
+
+    monkeypatch.setattr(errors, "HTTPStatus", Renamed)
+    too_large = orjson.loads(errors.problem_response(413, "too large").body)
+    assert (too_large["type"], too_large["title"]) == (
+        "urn:sdms:problem:request-entity-too-large",
+        "Request Entity Too Large",
+    )
+    invalid = orjson.loads(errors.problem_response(422, "invalid").body)
+    assert invalid["title"] == "Unprocessable Entity"
+    assert orjson.loads(errors.problem_response(404, "none").body)["title"] == "Not Found"
+
+
 async def test_bodies_over_one_mebibyte_get_413(world: World) -> None:
     limit = 1024 * 1024
     title = {"title": "x"}
