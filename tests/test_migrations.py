@@ -137,7 +137,8 @@ async def _incident_under_an_agreement(conn: Any, now: Any) -> dict[str, Any]:
         "hours": {},
         "holidays": [],
     }
-    return {"incident": incident, "agreement": agreement, "calendar": cal, "snapshot": snapshot}
+    made = {"incident": incident, "agreement": agreement, "calendar": cal, "snapshot": snapshot}
+    return {**made, "organization": org}
 
 
 def _urls(pg_server: PostgresServer | None, tmp_path: Path, name: str) -> list[str]:
@@ -371,3 +372,45 @@ async def test_0008_gives_existing_api_keys_their_versions(
         await _written_before(url, "0007", write)
         found = dict(await _read(url, select(api_keys.c.id, api_keys.c.version)))
         assert found == {live: 1, revoked: 2}
+
+
+async def test_0009_gives_existing_escalations_their_authors_roles(
+    pg_server: PostgresServer | None, tmp_path: Path
+) -> None:
+    """Escalations made before 0009 get their author's role (none for SDMS itself)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from app.core.ids import new_id
+    from app.identity.models import users
+    from app.incidents.models import escalations
+
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    customer, by_customer, by_sdms = new_id(), new_id(), new_id()
+
+    async def write(conn: Any) -> None:
+        made = await _incident_under_an_agreement(conn, now)
+        await conn.execute(
+            insert(users).values(
+                id=customer, name="Olga", role="customer", organization_id=made["organization"],
+                active=True, created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+        for escalation, author, level in ((by_customer, customer, 1), (by_sdms, None, 2)):
+            await conn.execute(
+                insert(escalations).values(  # the columns an escalation had before 0009
+                    id=escalation,
+                    incident_id=made["incident"],
+                    escalation_level=level,
+                    reason="poor_experience",
+                    note="n",
+                    created_by_id=author,
+                    created_at=now,
+                )
+            )
+
+    for url in _urls(pg_server, tmp_path, "escalation_roles"):
+        await _written_before(url, "0008", write)
+        found = dict(await _read(url, select(escalations.c.id, escalations.c.created_by_role)))
+        assert found == {by_customer: "customer", by_sdms: None}

@@ -83,5 +83,6 @@ escalations = Table(
     Column("reason", String(40), nullable=False),
     Column("note", Text, nullable=True),
     Column("created_by_id", Uuid, nullable=True),
+    Column("created_by_role", String(20), nullable=True),  # when escalating; null: SDMS itself
     Column("created_at", UTCDateTime, nullable=False),
 )

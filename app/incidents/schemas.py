@@ -181,6 +181,9 @@ class EscalationRead(OutputModel):
     reason: EscalationReason
     note: str | None
     created_by_id: uuid.UUID | None
+    created_by_role: str | None = Field(
+        default=None, description="the author's role when escalating; null for SDMS itself"
+    )
     created_at: datetime
 
 

@@ -23,7 +23,7 @@ from app.core.pagination import Keyset, PageParams, integer_key, timestamp_key
 from app.core.records import parse_uuid, update_into
 from app.core.sql import Batch, DriverError, Query, as_dict
 from app.core.sql import Row as SqlRow
-from app.identity.models import groups, organizations, services, users
+from app.identity.models import groups, organizations, services
 from app.identity.service import ensure_exists, ensure_staff_user
 from app.incidents import lifecycle
 from app.incidents.filters import IncidentFilters
@@ -569,6 +569,7 @@ async def record_escalation(
                 reason=reason,
                 note=note,
                 created_by_id=author,
+                created_by_role=ctx.principal.author_role,
                 created_at=ctx.now,
             )
             .returning(escalations)
@@ -592,9 +593,10 @@ async def record_escalation(
 async def list_escalations(
     conn: AsyncConnection, *, principal: Principal, ref: str, params: PageParams
 ) -> tuple[list[EscalationRead], str | None]:
-    """Oldest first. Customers see who escalated and why in their own words only for their
-    organization's escalations; of staff's and SDMS's own, the level, the reason and the time
-    (the note is internal, as in the journal)."""
+    """Oldest first. Customers see who escalated and why in their own words only for
+    escalations that customers made (of the incident's organization, as only they can); of
+    staff's and SDMS's own, the level, the reason and the time (the note is internal, as in
+    the journal)."""
     incident = await get_incident(conn, principal=principal, ref=ref)
     keyset = Keyset.choose(
         params.sort,
@@ -603,18 +605,13 @@ async def list_escalations(
         "created_at",
         within=incident.id,
     )
-    by_customer = (users.c.role == Role.customer.value).label("by_customer")
-    stmt = (
-        select(escalations, by_customer)
-        .outerjoin(users, users.c.id == escalations.c.created_by_id)
-        .where(escalations.c.incident_id == incident.id)
-    )
+    stmt = select(escalations).where(escalations.c.incident_id == incident.id)
     rows, cursor = keyset.page((await conn.execute(keyset.apply(stmt, params))).all(), params)
     views = [EscalationRead.model_validate(r) for r in rows]
     if principal.is_customer:
+        hidden = {"note": None, "created_by_id": None}
         views = [
-            v if row.by_customer else v.model_copy(update={"note": None, "created_by_id": None})
-            for v, row in zip(views, rows, strict=True)
+            v if v.created_by_role == Role.customer else v.model_copy(update=hidden) for v in views
         ]
     return views, cursor
 

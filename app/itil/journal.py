@@ -78,7 +78,7 @@ class JournalEntryRead(OutputModel):
     public: bool
     author_id: uuid.UUID | None = Field(
         description="null for changes made by SDMS itself or the bootstrap key; customers see "
-        "it for their organization's authors only (staff: the role alone)"
+        "it for entries written by customers only (of staff, the role alone)"
     )
     author_role: str | None = Field(
         default=None, description="the author's role when writing; null for SDMS itself"

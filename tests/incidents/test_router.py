@@ -668,9 +668,20 @@ async def test_customers_see_staff_escalations_without_their_note_or_author(worl
     journal = ok(await world.customer_a.get(f"/incidents/{incident['id']}/journal"), 200)
     assert "tweeted" not in str(journal)
     staff_view = ok(await world.agent.get(url), 200)["items"]
-    assert [(e["note"], e["created_by_id"]) for e in staff_view] == [
-        ("Nobody called back", world.customer_a_user["id"]),
-        ("Their CEO tweeted about it", world.agent_user["id"]),
+    assert [(e["note"], e["created_by_id"], e["created_by_role"]) for e in staff_view] == [
+        ("Nobody called back", world.customer_a_user["id"], "customer"),
+        ("Their CEO tweeted about it", world.agent_user["id"], "agent"),
+    ]
+    # The role it was written in decides: an agent who later becomes a customer of the same
+    # organization does not make the note it wrote as staff public.
+    turncoat, as_agent = await make_user(world.admin, "agent")
+    second = f"/incidents/{(await world.incident())['id']}/escalations"
+    ok(await as_agent.post(second, json=staff), 201)
+    became = {"role": "customer", "organization_id": world.org_a["id"]}
+    ok(await world.admin.patch(f"/users/{turncoat['id']}", json=became), 200)
+    seen = ok(await world.customer_a.get(second), 200)["items"]
+    assert [(e["note"], e["created_by_id"], e["created_by_role"]) for e in seen] == [
+        (None, None, "agent")
     ]
 
 
