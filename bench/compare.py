@@ -30,7 +30,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -156,33 +155,44 @@ class Comparison:
             spec = self.run_dir / f"{label}-{n}.spec.json"
             result = self.run_dir / f"{label}-{n}.result.json"
             warmup, duration = self.args.warmup, self.args.duration
-            spec.write_bytes(load.http_spec(port, self.args.concurrency, warmup, duration))
+            # Instructions are counted in seconds of their own after the measured ones:
+            # counting slows what it counts (procs.PerfStat).
+            count = duration
+            spec.write_bytes(load.http_spec(port, self.args.concurrency, warmup, duration, count))
             pids = server.workers()  # the supervisor too
+            pg_pids = procs.descendants(self.pg.postmaster_pid())  # this run's server only
             loadgen = subprocess.Popen(
                 [sys.executable, "-m", "bench.loadgen", str(spec), str(result)],
                 cwd=ROOT,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
             )
-            time.sleep(warmup + 0.5)  # count the measured seconds only
-            seconds = duration - 1.0
-            cpu_before = sum(procs.cpu_seconds(pids).values())
-            pg_pids = procs.descendants(self.pg.postmaster_pid())  # this run's server only
-            pg_before = procs.cpu_seconds(pg_pids)
-            on_server = procs.PerfStat(pids).start()
-            on_postgres = procs.PerfStat(pg_pids).start()
+            assert loadgen.stdout is not None
+            counters: list[procs.PerfStat] = []
             spy = None
-            if self.args.spy and shutil.which("py-spy"):
-                raw = self.run_dir / f"{label}-{n}.raw"
-                spy = subprocess.Popen(
-                    ["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(seconds)),
-                     "--rate", "400", "--format", "raw", "--output", str(raw), "--nonblocking"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-            time.sleep(seconds)
-            server_instructions = on_server.stop().get("instructions")
-            pg_instructions = on_postgres.stop().get("instructions")
-            cpu_after = sum(procs.cpu_seconds(pids).values())
-            pg_after = procs.cpu_seconds(pg_pids)
+            for line in loadgen.stdout:
+                phase = line.strip()
+                if phase == b"measuring":
+                    cpu_before = sum(procs.cpu_seconds(pids).values())
+                    pg_pids = procs.descendants(self.pg.postmaster_pid())
+                    pg_before = procs.cpu_seconds(pg_pids)
+                    if self.args.spy and shutil.which("py-spy"):
+                        raw = self.run_dir / f"{label}-{n}.raw"
+                        spy = subprocess.Popen(
+                            ["py-spy", "record", "--pid", str(server.pid),
+                             "--duration", str(int(duration)), "--rate", "400", "--format",
+                             "raw", "--output", str(raw), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        )  # fmt: skip
+                elif phase == b"measured":
+                    cpu_after = sum(procs.cpu_seconds(pids).values())
+                    pg_after = procs.cpu_seconds(pg_pids)
+                    counters = [procs.PerfStat(pids).start(), procs.PerfStat(pg_pids).start()]
+                elif phase in (b"counting", b"counted"):
+                    for counter in counters:
+                        counter.enable() if phase == b"counting" else counter.disable()
+            server_instructions, pg_instructions = (
+                counter.stop().get("instructions") for counter in counters
+            )
             pg_cpu = sum(pg_after[p] - pg_before[p] for p in pg_after if p in pg_before)
             if spy is not None:
                 spy.wait(timeout=60)
@@ -190,19 +200,19 @@ class Comparison:
             measured = orjson.loads(result.read_bytes())
         finally:
             server.stop()
-        requests = measured["req_s"] * seconds  # served while counting, at the measured rate
 
-        def per_request(total: float | None, scale: float) -> float | None:
+        def per_request(total: float | None, requests: int, scale: float) -> float | None:
             return None if total is None or not requests else round(total / requests / scale, 3)
 
+        served, counted = measured["requests"], measured["counted_requests"]
         return {
             "revision": label,
             "req_s": measured["req_s"],
             "errors": measured["errors"],
-            "server_cpu_ms": per_request((cpu_after - cpu_before) * 1000, 1),
-            "postgres_cpu_ms": per_request(pg_cpu * 1000, 1),
-            "server_minstr": per_request(server_instructions, 1e6),
-            "postgres_minstr": per_request(pg_instructions, 1e6),
+            "server_cpu_ms": per_request((cpu_after - cpu_before) * 1000, served, 1),
+            "postgres_cpu_ms": per_request(pg_cpu * 1000, served, 1),
+            "server_minstr": per_request(server_instructions, counted, 1e6),
+            "postgres_minstr": per_request(pg_instructions, counted, 1e6),
             **{p: measured["latency_ms"][p] for p in ("p50", "p95", "p99")},
         }
 

@@ -5,6 +5,13 @@ soon as the previous answer arrived. Requests are pre-built by the harness (no D
 with `cycle` they repeat, otherwise each is sent once and the run ends early when they run out
 (reported as `exhausted`). Requests started during the warm-up are not recorded.
 
+After the measured seconds, with `count` > 0, the load goes on for `count` seconds more, in
+which the harness counts the processes' instructions (`perf stat`): counting them costs the
+machine, more on a virtual one (a fifth to a third of the requests per second here), so the
+measured seconds are not counted. Answers completed in those seconds are reported as
+`counted_requests`. The generator prints `measuring`, `measured`, `counting` and `counted` as
+each phase starts or ends.
+
     python -m bench.loadgen SPEC.json RESULT.json
 """
 
@@ -27,6 +34,7 @@ from bench.http import ConnectionClosed, HttpConnection, build_request
 
 CONNECTION_ERROR = 599  # what a request that got no answer (connection lost) counts as
 TIMEOUT = 598  # what a request unanswered after `timeout` seconds counts as (as wrk does)
+COUNT_AFTER = 1.0  # seconds between the measured ones and those counted (perf starts then)
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
@@ -65,6 +73,13 @@ class Measurement:
         self.cycle: bool = spec["cycle"]
         self.measure_from = time.perf_counter() + spec["warmup"]
         self.measure_until = self.measure_from + spec["duration"]
+        count = spec.get("count", 0.0)
+        # The harness ends its measured seconds and starts perf, then switches its counters
+        # on: a second apart, so that neither overlaps the other.
+        self.count_from = self.measure_until + (COUNT_AFTER if count else 0.0)
+        self.count_until = self.count_from + count
+        self.counted = 0
+        self.answered = 0  # in every phase
         self.cursor = 0
         self.exhausted = False
         self.warmup_requests = 0
@@ -75,19 +90,25 @@ class Measurement:
 
     def next(self, now: float) -> int | None:
         """The index of the next request to send at `now`, or None when the run is over."""
-        if now >= self.measure_until:
+        if now >= self.count_until:
             return None
         if self.cursor >= self.total and not self.cycle:
-            self.exhausted = True
+            self.exhausted = self.exhausted or now < self.measure_until  # while measured
             return None
         index = self.cursor % self.total
         self.cursor += 1
         return index
 
     def record(self, started: float, finished: float) -> bool:
-        """Count a request; False when it was started during the warm-up (not recorded)."""
+        """Count a request; False when it was started during the warm-up or after the measured
+        seconds (not recorded; counted if it completed while instructions were counted)."""
+        self.answered += 1
         if started < self.measure_from:
             self.warmup_requests += 1
+            return False
+        if started >= self.measure_until:
+            if self.count_from <= finished < self.count_until:
+                self.counted += 1
             return False
         if self.cpu_at_start is None:
             self.cpu_at_start = cpu_time()
@@ -97,9 +118,14 @@ class Measurement:
         return True
 
     async def announce(self) -> None:
-        # The harness starts counting the server's CPU when it reads this line.
-        await asyncio.sleep(max(0.0, self.measure_from - time.perf_counter()))
-        print("measuring", flush=True)
+        # The harness counts the server's CPU from `measuring` to `measured`, and its
+        # instructions from `counting` to `counted`.
+        phases = [("measuring", self.measure_from), ("measured", self.measure_until)]
+        if self.count_until > self.count_from:
+            phases += [("counting", self.count_from), ("counted", self.count_until)]
+        for line, at in phases:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            print(line, flush=True)
 
     def result(self, errors: int, statuses: dict[str, int], error_samples: Any) -> dict[str, Any]:
         now_cpu = cpu_time()
@@ -119,6 +145,8 @@ class Measurement:
             "targets": self.total,
             "warmup_requests": self.warmup_requests,
             "per_second": [self.per_second.get(i, 0) for i in range(seconds)],
+            "counted_requests": self.counted,
+            "answered_requests": self.answered,
             "client_cpu_percent": round(100 * cpu_used / elapsed, 1),
         }
 

@@ -35,6 +35,9 @@ from tests.pg import PostgresServer
 WORKERS = 2
 QUIET_PERCENT = 15.0  # machine busy (percent of one core) below which a measurement may start
 RAW_CONNECTIONS = 2
+# Seconds after the measured ones in which the load goes on and perf counts instructions
+# (procs.PerfStat: counting during the measured seconds would slow what they measure).
+COUNT_SECONDS = 4.0
 DEFAULTS = {"duration": 12.0, "warmup": 3.0, "concurrency": 32, "incidents": 100_000}
 WORK = ROOT / "bench" / ".work"
 MB = 1024 * 1024
@@ -288,13 +291,16 @@ class Bench:
         args = self.args
         spec_path = self.run_dir / f"{name}-{target}.spec.json"
         out_path = self.run_dir / f"{name}-{target}.result.json"
+        count = COUNT_SECONDS
         if server is not None:
             spec_path.write_bytes(
-                load.http_spec(server.port, args.concurrency, args.warmup, seconds)
+                load.http_spec(server.port, args.concurrency, args.warmup, seconds, count)
             )
             module = "bench.loadgen"
         else:
-            spec_path.write_bytes(load.raw_spec(self.dsn, RAW_CONNECTIONS, args.warmup, seconds))
+            spec_path.write_bytes(
+                load.raw_spec(self.dsn, RAW_CONNECTIONS, args.warmup, seconds, count)
+            )
             module = "bench.raw_limit"
         await self.checkpoint()
         quiet = await self.wait_quiet()
@@ -308,21 +314,32 @@ class Bench:
         spread: list[int] = []
         counters: dict[str, procs.PerfStat] = {}
         async for line in proc.stdout:
-            if line.strip() == b"measuring":
+            phase = line.strip()
+            if phase == b"measuring":
                 watch.rebase()  # CPU is counted over the measured seconds only
-                counters = self._count_hardware(server)
                 if server is not None:
                     found = procs.connections_per_process(server.port, server.workers())
                     spread = sorted(found.values(), reverse=True)
+            elif phase == b"measured":
+                await asyncio.to_thread(watch.stop)
+                # perf starts now (every connection is open), its counters off until the
+                # load generator's counted seconds: its start-up is not in them either
+                counters = self._count_hardware(server)
+            elif phase in (b"counting", b"counted"):
+                for counter in counters.values():
+                    await asyncio.to_thread(
+                        counter.enable if phase == b"counting" else counter.disable
+                    )
         code = await proc.wait()
-        watch.stop()
+        if not watch.stopped_at:
+            watch.stop()
         counted = {group: counter.stop() for group, counter in counters.items()}
         if code != 0:
             raise RuntimeError(f"{module} failed for {name}/{target} (exit {code})")
         result: dict[str, Any] = orjson.loads(out_path.read_bytes())
         await asyncio.sleep(1.1)  # backends report their statistics at most once a second
         db_after = await self.pg_stats()
-        sent = result["requests"] + result.get("warmup_requests", 0)
+        sent = result["answered_requests"]  # the database counted all of them
         delta = {k: db_after[k] - db_before[k] for k in db_before}
         result["db"] = {
             "sessions_opened": delta.pop("sessions"),
@@ -341,7 +358,8 @@ class Bench:
                 for name, value in watch.cpu_seconds().items()
             }
         result["counters"] = {
-            group: procs.speed(counts, result["requests"]) for group, counts in counted.items()
+            group: procs.speed(counts, result.get("counted_requests", 0))
+            for group, counts in counted.items()
         }
         if server is not None:
             result["server"] = self._server_stats(watch)
@@ -381,8 +399,8 @@ class Bench:
         return result
 
     def _count_hardware(self, server: Server | None) -> dict[str, procs.PerfStat]:
-        """Hardware counters for the measured seconds: the server's processes and
-        PostgreSQL's (procs.PerfStat)."""
+        """Hardware counters, off until the load generator's counted seconds: the server's
+        processes and PostgreSQL's (procs.PerfStat)."""
         counters = {"postgres": procs.PerfStat(procs.descendants(self.postmaster_pid())).start()}
         if server is not None:
             counters["server"] = procs.PerfStat(server.workers()).start()  # the supervisor too

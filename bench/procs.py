@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import socket
@@ -161,29 +162,59 @@ def machine_busy_percent(seconds: float) -> float:
 
 
 class PerfStat:
-    """Instructions, cycles and CPU time (`task-clock`, ms) of some processes from `start`
-    until `stop`, counted by `perf stat` (Debian's linux-perf; not a dependency). Instructions
-    per request measure the work of the code, whatever the machine's speed; cycles per
-    millisecond of CPU time (GHz) measure the speed the processes got, whatever the code (on
-    a virtual machine, a CPU the host lends elsewhere counts CPU time but no cycles). `stop`
-    answers nothing when perf is missing or not permitted."""
+    """Instructions, cycles and CPU time (`task-clock`, ms) of some processes while enabled
+    (between `enable` and `disable`), counted by `perf stat` (Debian's linux-perf; not a
+    dependency). Instructions per request measure the work of the code, whatever the
+    machine's speed; cycles per millisecond of CPU time (GHz) measure the speed the processes
+    got, whatever the code (on a virtual machine, a CPU the host lends elsewhere counts CPU
+    time but no cycles). `stop` answers nothing when perf is missing or not permitted.
+
+    Counting is not free: on this virtual machine every context switch of a counted process
+    saves and restores its counters through the hypervisor, and a create at concurrency 32
+    served a fifth to a third fewer requests per second while counted (bench/README.md). So
+    perf is started with its counters off (its own start-up, a tenth of a second of CPU, is
+    out of the way too) and they are switched on and off through its control pipe, for
+    seconds apart from the measured ones."""
 
     EVENTS = ("instructions", "cycles", "task-clock")
 
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
         self.proc: subprocess.Popen[str] | None = None
+        self._control = self._ack = -1
 
     def start(self) -> PerfStat:
         if shutil.which("perf") is not None and self.pids:
-            command = ["perf", "stat", "-x,", "-e", ",".join(self.EVENTS)]
+            control_r, self._control = os.pipe()
+            self._ack, ack_w = os.pipe()
+            command = ["perf", "stat", "-x,", "-e", ",".join(self.EVENTS), "--delay=-1"]
+            command.append(f"--control=fd:{control_r},{ack_w}")
             self.proc = subprocess.Popen(
                 [*command, "-p", ",".join(map(str, self.pids))],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
+                pass_fds=(control_r, ack_w),
             )
+            os.close(control_r)
+            os.close(ack_w)
         return self
+
+    def enable(self) -> None:
+        self._command(b"enable\n")
+
+    def disable(self) -> None:
+        self._command(b"disable\n")
+
+    def _command(self, command: bytes) -> None:
+        """Send perf a control command and wait (a while) for its acknowledgement."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._control, command)
+            ready, _, _ = select.select([self._ack], [], [], 5.0)
+            if ready:
+                os.read(self._ack, 64)
 
     def stop(self) -> dict[str, float]:
         if self.proc is None:
@@ -195,6 +226,10 @@ class PerfStat:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return {}
+        finally:
+            for fd in (self._control, self._ack):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         counts = {}
         for line in err.splitlines():  # value,unit,event,...
             fields = line.split(",")

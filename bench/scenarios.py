@@ -35,25 +35,31 @@ class Load:
     requests: list[list[Any]] = field(default_factory=list)  # [method, path, headers, body]
     ops: list[list[Any]] = field(default_factory=list)
 
-    def http_spec(self, port: int, concurrency: int, warmup: float, duration: float) -> bytes:
+    def http_spec(
+        self, port: int, concurrency: int, warmup: float, duration: float, count: float = 0.0
+    ) -> bytes:
         spec = {
             "host": "127.0.0.1",
             "port": port,
             "concurrency": concurrency,
             "warmup": warmup,
             "duration": duration,
+            "count": count,
             "cycle": self.cycle,
             "headers": self.headers,
             "requests": self.requests,
         }
         return orjson.dumps(spec)
 
-    def raw_spec(self, dsn: str, connections: int, warmup: float, duration: float) -> bytes:
+    def raw_spec(
+        self, dsn: str, connections: int, warmup: float, duration: float, count: float = 0.0
+    ) -> bytes:
         spec = {
             "dsn": dsn,
             "connections": connections,
             "warmup": warmup,
             "duration": duration,
+            "count": count,
             "cycle": self.cycle,
             "ops": self.ops,
         }

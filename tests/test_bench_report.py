@@ -171,3 +171,26 @@ def test_a_kept_run_is_numbered_after_the_days_highest_not_in_a_gap(
     ):
         (tmp_path / name).write_text("{}")
     assert main.results_path(args, started) == (tmp_path / "2026-11-22-5.json", True)
+
+
+def test_the_load_generator_counts_instructions_apart_from_the_measured_seconds() -> None:
+    """perf counts in seconds of their own after the measured ones (counting slows what it
+    counts): answers there are counted for it, not measured; the database sees them all."""
+    from bench.loadgen import COUNT_AFTER, Measurement
+
+    measure = Measurement({"cycle": True, "warmup": 0.0, "duration": 10.0, "count": 4.0}, 1)
+    start = measure.measure_from
+    assert (measure.count_from, measure.count_until) == (
+        start + 10 + COUNT_AFTER,
+        start + 14 + COUNT_AFTER,
+    )
+    assert not measure.record(start - 1, start - 0.5)  # warm-up
+    assert measure.record(start + 1, start + 1.03)  # measured
+    assert measure.record(start + 9.99, start + 10.02)  # measured: by when it started
+    assert not measure.record(start + 10.1, start + 10.2)  # before the counters are on
+    assert not measure.record(start + 11.2, start + 11.25)  # counted
+    assert not measure.record(start + 14.9, start + 15.1)  # after they are off
+    assert (len(measure.latencies), measure.warmup_requests, measure.counted) == (2, 1, 1)
+    assert measure.answered == 6
+    assert measure.next(start + 13.99 + COUNT_AFTER) == 0
+    assert measure.next(measure.count_until) is None
