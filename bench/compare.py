@@ -3,7 +3,8 @@
 Req/s and CPU time move by up to 20 % between back-to-back runs on a shared machine; counted
 instructions do not. This serves each revision with one worker on the same seeded database,
 in turns (A B A B ...), drives one scenario of the benchmark at it, and counts the
-instructions of the server process and of PostgreSQL with `perf stat` while it runs:
+instructions of the server process and of PostgreSQL with `perf stat` in as many seconds
+again after the measured ones (counting slows what it counts: procs.PerfStat):
 
     bench/compare HEAD~1 HEAD --scenario list
     bench/compare HEAD WORK --scenario create --rounds 3 --spy   # WORK: the working tree
