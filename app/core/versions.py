@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.db import metadata
-from app.core.errors import Conflict
+from app.core.errors import Unavailable
 from app.core.sql import Query
 
 config_versions = Table(
@@ -66,10 +66,13 @@ def expected(name: str, version: int) -> dict[str, int]:
     return {f"{name}_version": version}
 
 
-class Stale(Conflict):
+class Stale(Unavailable):
     """A guarded write found the configuration changed since it was cached, and wrote
     nothing. The write is done again with the configuration reloaded (`WriteContext.run`); a
-    client sees this (409) only if it changed every time."""
+    client sees this only if it changed every time: a 503 (nothing was done, the same request
+    may succeed at once), not a 409 (the record's state does not forbid it)."""
+
+    headers = {"Retry-After": "1"}
 
     def __init__(self) -> None:
         super().__init__("The configuration changed while this was being written; retry.")
