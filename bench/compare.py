@@ -161,7 +161,6 @@ class Comparison:
             count = duration
             spec.write_bytes(load.http_spec(port, self.args.concurrency, warmup, duration, count))
             pids = server.workers()  # the supervisor too
-            pg_pids = procs.descendants(self.pg.postmaster_pid())  # this run's server only
             loadgen = subprocess.Popen(
                 [sys.executable, "-m", "bench.loadgen", str(spec), str(result)],
                 cwd=ROOT,
@@ -170,34 +169,47 @@ class Comparison:
             assert loadgen.stdout is not None
             counters: list[procs.PerfStat] = []
             spy = None
-            for line in loadgen.stdout:
-                phase = line.strip()
-                if phase == b"measuring":
-                    cpu_before = sum(procs.cpu_seconds(pids).values())
-                    pg_pids = procs.descendants(self.pg.postmaster_pid())
-                    pg_before = procs.cpu_seconds(pg_pids)
-                    if self.args.spy and shutil.which("py-spy"):
-                        raw = self.run_dir / f"{label}-{n}.raw"
-                        spy = subprocess.Popen(
-                            ["py-spy", "record", "--pid", str(server.pid),
-                             "--duration", str(int(duration)), "--rate", "400", "--format",
-                             "raw", "--output", str(raw), "--nonblocking"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                        )  # fmt: skip
-                elif phase == b"measured":
-                    cpu_after = sum(procs.cpu_seconds(pids).values())
-                    pg_after = procs.cpu_seconds(pg_pids)
-                    counters = [procs.PerfStat(pids).start(), procs.PerfStat(pg_pids).start()]
-                elif phase in (b"counting", b"counted"):
-                    for counter in counters:
-                        counter.enable() if phase == b"counting" else counter.disable()
-            server_instructions, pg_instructions = (
-                counter.stop().get("instructions") for counter in counters
-            )
-            pg_cpu = sum(pg_after[p] - pg_before[p] for p in pg_after if p in pg_before)
-            if spy is not None:
-                spy.wait(timeout=60)
-            loadgen.wait(timeout=120)
+            cpu: dict[str, Any] = {}
+            try:
+                for line in loadgen.stdout:
+                    phase = line.strip()
+                    if phase == b"measuring":
+                        cpu["server"] = sum(procs.cpu_seconds(pids).values())
+                        cpu["pg_pids"] = procs.descendants(self.pg.postmaster_pid())
+                        cpu["postgres"] = procs.cpu_seconds(cpu["pg_pids"])
+                        if self.args.spy and shutil.which("py-spy"):
+                            raw = self.run_dir / f"{label}-{n}.raw"
+                            spy = subprocess.Popen(
+                                ["py-spy", "record", "--pid", str(server.pid),
+                                 "--duration", str(int(duration)), "--rate", "400", "--format",
+                                 "raw", "--output", str(raw), "--nonblocking"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            )  # fmt: skip
+                    elif phase == b"measured":
+                        server_cpu = sum(procs.cpu_seconds(pids).values()) - cpu["server"]
+                        pg_after = procs.cpu_seconds(cpu["pg_pids"])
+                        pg_before = cpu["postgres"]
+                        pg_cpu = sum(pg_after[p] - pg_before[p] for p in pg_after if p in pg_before)
+                        # PostgreSQL's processes as they are now: perf stops at a gone one
+                        pg_now = procs.descendants(self.pg.postmaster_pid())
+                        counters = [procs.PerfStat(pids).start(), procs.PerfStat(pg_now).start()]
+                    elif phase in (b"counting", b"counted"):
+                        procs.PerfStat.switch(counters, phase == b"counting")
+                code = loadgen.wait(timeout=120)
+                if code != 0 or not counters:
+                    raise RuntimeError(f"the load generator failed (exit {code}); see {log}")
+                server_instructions, pg_instructions = (
+                    counter.stop().get("instructions") for counter in counters
+                )
+                if spy is not None:
+                    spy.wait(timeout=60)
+            finally:
+                for counter in counters:
+                    counter.stop()  # again: nothing if stopped
+                for helper in (loadgen, spy):
+                    if helper is not None and helper.poll() is None:
+                        helper.kill()
+                        helper.wait()
             measured = orjson.loads(result.read_bytes())
         finally:
             server.stop()
@@ -210,7 +222,7 @@ class Comparison:
             "revision": label,
             "req_s": measured["req_s"],
             "errors": measured["errors"],
-            "server_cpu_ms": per_request((cpu_after - cpu_before) * 1000, served, 1),
+            "server_cpu_ms": per_request(server_cpu * 1000, served, 1),
             "postgres_cpu_ms": per_request(pg_cpu * 1000, served, 1),
             "server_minstr": per_request(server_instructions, counted, 1e6),
             "postgres_minstr": per_request(pg_instructions, counted, 1e6),

@@ -18,6 +18,7 @@ each phase starts or ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import resource
 import sys
@@ -34,7 +35,7 @@ from bench.http import ConnectionClosed, HttpConnection, build_request
 
 CONNECTION_ERROR = 599  # what a request that got no answer (connection lost) counts as
 TIMEOUT = 598  # what a request unanswered after `timeout` seconds counts as (as wrk does)
-COUNT_AFTER = 1.0  # seconds between the measured ones and those counted (perf starts then)
+COUNT_AFTER = 1.0  # seconds between the measured ones and the counted ones (perf starts first)
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
@@ -87,6 +88,9 @@ class Measurement:
         self.per_second: Counter[int] = Counter()
         self.last_finish = 0.0
         self.cpu_at_start: float | None = None
+        self.cpu_at_end: float | None = None  # as the measured seconds end
+        self.announced: list[str] = []
+        self.count_exhausted = False
 
     def next(self, now: float) -> int | None:
         """The index of the next request to send at `now`, or None when the run is over."""
@@ -125,10 +129,30 @@ class Measurement:
             phases += [("counting", self.count_from), ("counted", self.count_until)]
         for line, at in phases:
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            if line == "measured":
+                self.cpu_at_end = cpu_time()
             print(line, flush=True)
+            self.announced.append(line)
+
+    async def drive(self, workers: list[Coroutine[Any, Any, None]]) -> None:
+        """Run the workers with the announcements. When the workers stop before the phases
+        are over (a load that ran out of targets), the phases end with them: no counted
+        seconds of idle processes."""
+        announcer = asyncio.ensure_future(self.announce())
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            if not announcer.done():
+                announcer.cancel()
+                if "counting" in self.announced and "counted" not in self.announced:
+                    print("counted", flush=True)
+                    self.announced.append("counted")
+                    self.count_exhausted = True  # ran out while counted: no whole count
+            with contextlib.suppress(asyncio.CancelledError):
+                await announcer
 
     def result(self, errors: int, statuses: dict[str, int], error_samples: Any) -> dict[str, Any]:
-        now_cpu = cpu_time()
+        now_cpu = self.cpu_at_end if self.cpu_at_end is not None else cpu_time()
         cpu_used = now_cpu - (self.cpu_at_start if self.cpu_at_start is not None else now_cpu)
         elapsed = max(self.last_finish - self.measure_from, 1e-9)
         count = len(self.latencies)
@@ -146,6 +170,7 @@ class Measurement:
             "warmup_requests": self.warmup_requests,
             "per_second": [self.per_second.get(i, 0) for i in range(seconds)],
             "counted_requests": self.counted,
+            "count_exhausted": self.count_exhausted,
             "answered_requests": self.answered,
             "client_cpu_percent": round(100 * cpu_used / elapsed, 1),
         }
@@ -214,7 +239,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 error_samples[status] = body[:500].decode(errors="replace")
         conn.close()
 
-    await asyncio.gather(measure.announce(), *(worker(c) for c in connections))
+    await measure.drive([worker(c) for c in connections])
     return measure.result(
         errors=sum(n for status, n in statuses.items() if not 200 <= status < 300),
         statuses={str(k): v for k, v in sorted(statuses.items())},

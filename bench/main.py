@@ -323,13 +323,12 @@ class Bench:
             elif phase == b"measured":
                 await asyncio.to_thread(watch.stop)
                 # perf starts now (every connection is open), its counters off until the
-                # load generator's counted seconds: its start-up is not in them either
+                # load generator's counted seconds, a second later: its start-up is not in
+                # them either
                 counters = self._count_hardware(server)
             elif phase in (b"counting", b"counted"):
-                for counter in counters.values():
-                    await asyncio.to_thread(
-                        counter.enable if phase == b"counting" else counter.disable
-                    )
+                on = phase == b"counting"
+                await asyncio.to_thread(procs.PerfStat.switch, counters.values(), on)
         code = await proc.wait()
         if not watch.stopped_at:
             watch.stop()
@@ -357,8 +356,10 @@ class Bench:
                 name: round(1000 * value / answered, 3)
                 for name, value in watch.cpu_seconds().items()
             }
+        # Counters of seconds that ran out of requests (a load out of targets) say nothing.
+        whole = result["counted_requests"] and not result["count_exhausted"]
         result["counters"] = {
-            group: procs.speed(counts, result.get("counted_requests", 0))
+            group: procs.speed(counts if whole else {}, result["counted_requests"])
             for group, counts in counted.items()
         }
         if server is not None:

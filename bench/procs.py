@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -182,6 +183,7 @@ class PerfStat:
         self.pids = pids
         self.proc: subprocess.Popen[str] | None = None
         self._control = self._ack = -1
+        self.failed = False  # a command went unacknowledged: its counts say nothing
 
     def start(self) -> PerfStat:
         if shutil.which("perf") is not None and self.pids:
@@ -189,47 +191,68 @@ class PerfStat:
             self._ack, ack_w = os.pipe()
             command = ["perf", "stat", "-x,", "-e", ",".join(self.EVENTS), "--delay=-1"]
             command.append(f"--control=fd:{control_r},{ack_w}")
-            self.proc = subprocess.Popen(
-                [*command, "-p", ",".join(map(str, self.pids))],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                pass_fds=(control_r, ack_w),
-            )
-            os.close(control_r)
-            os.close(ack_w)
+            try:
+                self.proc = subprocess.Popen(
+                    [*command, "-p", ",".join(map(str, self.pids))],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    pass_fds=(control_r, ack_w),
+                )
+            except OSError:
+                self._close()
+            finally:
+                os.close(control_r)
+                os.close(ack_w)
         return self
 
-    def enable(self) -> None:
-        self._command(b"enable\n")
+    @staticmethod
+    def switch(counters: Iterable[PerfStat], on: bool) -> None:
+        """Switch the counters of several perfs on (or off) together: every command is sent
+        before any acknowledgement is awaited (perf enables its events one by one)."""
+        command = b"enable\n" if on else b"disable\n"
+        sent = [counter for counter in counters if counter._send(command)]
+        for counter in sent:
+            counter._acknowledged()
 
-    def disable(self) -> None:
-        self._command(b"disable\n")
-
-    def _command(self, command: bytes) -> None:
-        """Send perf a control command and wait (a while) for its acknowledgement."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(OSError):
+    def _send(self, command: bytes) -> bool:
+        if self.proc is None or self.failed:
+            return False
+        try:
             os.write(self._control, command)
-            ready, _, _ = select.select([self._ack], [], [], 5.0)
-            if ready:
-                os.read(self._ack, 64)
+        except OSError:  # perf is gone
+            self.failed = True
+            return False
+        return True
+
+    def _acknowledged(self) -> None:
+        ready, _, _ = select.select([self._ack], [], [], 5.0)
+        if not ready or not os.read(self._ack, 64):
+            self.failed = True  # no answer: what it counts from now on is unknown
+
+    def _close(self) -> None:
+        for fd in (self._control, self._ack):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._control = self._ack = -1
 
     def stop(self) -> dict[str, float]:
-        if self.proc is None:
+        """The counts (once: a second call answers nothing)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
             return {}
         with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGINT)
         try:
-            _out, err = self.proc.communicate(timeout=10)
+            _out, err = proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            proc.kill()
+            proc.wait()
             return {}
         finally:
-            for fd in (self._control, self._ack):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            self._close()
+        if self.failed:
+            return {}
         counts = {}
         for line in err.splitlines():  # value,unit,event,...
             fields = line.split(",")

@@ -9,7 +9,6 @@ the floor app's. Same result shape as the load generator, with ops/s in `req_s`.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections import Counter
@@ -101,7 +100,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 outcomes["ok" if ok else "failed"] += 1
 
     try:
-        await asyncio.gather(measure.announce(), *(worker(c) for c in connections))
+        await measure.drive([worker(c) for c in connections])
     finally:
         for conn in connections:
             await conn.close()
