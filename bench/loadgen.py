@@ -91,6 +91,7 @@ class Measurement:
         self.cpu_at_end: float | None = None  # as the measured seconds end
         self.announced: list[str] = []
         self.count_exhausted = False
+        self.count_failed = 0
 
     def next(self, now: float) -> int | None:
         """The index of the next request to send at `now`, or None when the run is over."""
@@ -103,7 +104,7 @@ class Measurement:
         self.cursor += 1
         return index
 
-    def record(self, started: float, finished: float) -> bool:
+    def record(self, started: float, finished: float, ok: bool = True) -> bool:
         """Count a request; False when it was started during the warm-up or after the measured
         seconds (not recorded; counted if it completed while instructions were counted)."""
         self.answered += 1
@@ -112,7 +113,10 @@ class Measurement:
             return False
         if started >= self.measure_until:
             if self.count_from <= finished < self.count_until:
-                self.counted += 1
+                if ok:
+                    self.counted += 1
+                else:  # a failure costs less than an answer: the counts say nothing then
+                    self.count_failed += 1
             return False
         if self.cpu_at_start is None:
             self.cpu_at_start = cpu_time()
@@ -171,6 +175,7 @@ class Measurement:
             "per_second": [self.per_second.get(i, 0) for i in range(seconds)],
             "counted_requests": self.counted,
             "count_exhausted": self.count_exhausted,
+            "count_failed": self.count_failed,
             "answered_requests": self.answered,
             "client_cpu_percent": round(100 * cpu_used / elapsed, 1),
         }
@@ -232,7 +237,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 status, body = TIMEOUT, f"no answer within {timeout:g} s".encode()
                 conn.close()
                 conn = await reopen()
-            if not measure.record(started, time.perf_counter()):
+            if not measure.record(started, time.perf_counter(), 200 <= status < 300):
                 continue
             statuses[status] += 1
             if not 200 <= status < 300 and status not in error_samples:

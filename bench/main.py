@@ -356,8 +356,13 @@ class Bench:
                 name: round(1000 * value / answered, 3)
                 for name, value in watch.cpu_seconds().items()
             }
-        # Counters of seconds that ran out of requests (a load out of targets) say nothing.
-        whole = result["counted_requests"] and not result["count_exhausted"]
+        # Counters of seconds that ran out of requests (a load out of targets), or in which
+        # requests failed, say nothing of what an answer costs.
+        whole = (
+            result["counted_requests"]
+            and not result["count_exhausted"]
+            and not result["count_failed"]
+        )
         result["counters"] = {
             group: procs.speed(counts if whole else {}, result["counted_requests"])
             for group, counts in counted.items()

@@ -96,7 +96,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             except asyncpg.PostgresError as exc:
                 ok = False
                 error_samples.setdefault(type(exc).__name__, str(exc)[:500])
-            if measure.record(started, time.perf_counter()):
+            if measure.record(started, time.perf_counter(), ok):
                 outcomes["ok" if ok else "failed"] += 1
 
     try:

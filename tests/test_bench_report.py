@@ -189,8 +189,9 @@ def test_the_load_generator_counts_instructions_apart_from_the_measured_seconds(
     assert measure.record(start + 9.99, start + 10.02)  # measured: by when it started
     assert not measure.record(start + 10.1, start + 10.2)  # before the counters are on
     assert not measure.record(start + 11.2, start + 11.25)  # counted
+    assert not measure.record(start + 11.3, start + 11.31, ok=False)  # failed while counted
     assert not measure.record(start + 14.9, start + 15.1)  # after they are off
     assert (len(measure.latencies), measure.warmup_requests, measure.counted) == (2, 1, 1)
-    assert measure.answered == 6
+    assert (measure.answered, measure.count_failed) == (7, 1)
     assert measure.next(start + 13.99 + COUNT_AFTER) == 0
     assert measure.next(measure.count_until) is None
