@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, Select, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -135,27 +135,34 @@ def _reference(ref: str) -> tuple[str, Any]:
     raise NotFound(f"No incident {ref}.")
 
 
-async def read_incident(
-    conn: AsyncConnection, *, principal: Principal, ref: str, now: datetime
-) -> Incident:
-    """An incident with its SLA clocks, in one statement; 404 if the caller may not see it."""
-    for _ in range(_READS):
-        try:
-            return await with_clocks(
-                conn, await get_incident(conn, principal=principal, ref=ref), now
-            )
-        except slm.ClocksMoved as exc:
-            moved = exc
-            continue
-    log.warning("incident %s: %s, %d reads in a row", ref, moved, _READS)
-    raise Unavailable(_MOVING)
-
-
 log = logging.getLogger("sdms.incidents")
 
 # A read that met clocks being moved (slm.ClocksMoved) is made again, this many times in all.
 _READS = 3
-_MOVING = "SLA clocks are being recomputed; try again shortly."
+T = TypeVar("T")
+
+
+async def _despite_moving_clocks(what: str, read: Callable[[], Awaitable[T]]) -> T:
+    """`read` (incidents with their clocks), made again when it met their clocks being moved
+    by a rebuild or re-target (`slm.ClocksMoved`); a 503 after `_READS` tries."""
+    for _ in range(_READS):
+        try:
+            return await read()
+        except slm.ClocksMoved as exc:
+            moved = exc
+    log.warning("%s: %s, %d reads in a row", what, moved, _READS)
+    raise Unavailable("SLA clocks are being recomputed; try again shortly.") from moved
+
+
+async def read_incident(
+    conn: AsyncConnection, *, principal: Principal, ref: str, now: datetime
+) -> Incident:
+    """An incident with its SLA clocks, in one statement; 404 if the caller may not see it."""
+
+    async def read() -> Incident:
+        return await with_clocks(conn, await get_incident(conn, principal=principal, ref=ref), now)
+
+    return await _despite_moving_clocks(f"incident {ref}", read)
 
 
 async def get_incident(
@@ -220,18 +227,13 @@ async def list_incidents(
     keyset = Keyset.choose(params.sort, SORT_KEYS, incidents.c.id, "-created_at")
     bound = filters.bind(principal, conn.dialect.name)
     query = _list_query(keyset, params, bound, conn.dialect.name)
-    for _ in range(_READS):
+
+    async def read() -> tuple[list[tuple[Any, ...]], str | None, list[list[ClockView]]]:
         rows, cursor = keyset.page(await query.all(conn, bound.params), params)
         values = [tuple(row) for row in rows]
-        try:
-            sla = await slm.sla_of(conn, [v[_CLOCKS_LISTED_AT:] for v in values], now)
-            break
-        except slm.ClocksMoved as exc:
-            moved = exc
-            continue
-    else:
-        log.warning("incident list: %s, %d reads in a row", moved, _READS)
-        raise Unavailable(_MOVING)
+        return values, cursor, await slm.sla_of(conn, [v[_CLOCKS_LISTED_AT:] for v in values], now)
+
+    values, cursor, sla = await _despite_moving_clocks("incident list", read)
     names = PUBLIC_FIELDS if principal.is_customer else STAFF_FIELDS
     items = []
     for shown, clocks in zip(values, sla, strict=True):
