@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -135,11 +136,14 @@ async def list_users(
     return json_response({"items": views, "next_cursor": cursor})
 
 
+def _seen_by(principal: Principal, record: BaseModel, internal: set[str]) -> dict[str, Any]:
+    """A record as the caller may see it: customers without its internal fields."""
+    return record.model_dump(mode="json", exclude=internal if principal.is_customer else None)
+
+
 def _user_view(user: UserRead, principal: Principal) -> dict[str, Any]:
-    """A user as the caller may see it: customers without its groups (the support lines are
-    internal)."""
-    hidden = {"group_ids"} if principal.is_customer else set()
-    return user.model_dump(mode="json", exclude=hidden)
+    """Customers do not see a user's groups (the support lines are internal)."""
+    return _seen_by(principal, user, {"group_ids"})
 
 
 @router.get("/users/{user_id}", response_model=UserRead, tags=["users"])
@@ -301,9 +305,8 @@ async def create_service(body: ServiceCreate, _: Admin, write: Write) -> Respons
 
 
 def _service_view(row: Any, principal: Principal) -> dict[str, Any]:
-    """A service as the caller may see it: customers without its owner group (internal)."""
-    hidden = {"owner_group_id"} if principal.is_customer else set()
-    return ServiceRead.model_validate(row).model_dump(mode="json", exclude=hidden)
+    """Customers do not see a service's owner group (internal)."""
+    return _seen_by(principal, ServiceRead.model_validate(row), {"owner_group_id"})
 
 
 @router.get("/services", response_model=Page[ServiceRead], tags=["services"])
